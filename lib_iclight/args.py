@@ -1,0 +1,287 @@
+"""The 13-argument contract of the "IC Light" script, defined once.
+
+The UI panel, the API parsing, the infotext, the ``/ic-light/v1/schema`` route and the
+README table are all derived from ``ARG_SPECS``; nothing else lists the arguments.
+
+Values arrive three ways, all handled by :func:`parse_args`:
+
+- the 13-value positional list, in contract order (UI, and the API as the wiki sends it);
+- one dict with the same names (API), where a missing key takes its default;
+- JSON-ish values: ``true``/``1``/``"true"`` for bools, ``225.0`` or ``"225"`` for ints.
+
+Anything else raises :class:`ICLightError` naming the argument, what it got and what
+it accepts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping, Sequence
+
+from PIL import Image
+
+from .errors import ICLightError
+from .images import decode_image
+
+ArgKind = Literal["bool", "str", "int", "image"]
+
+_TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
+_FALSE_WORDS = frozenset({"false", "0", "no", "off", ""})
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """One argument of the contract: its place, type, default, range and wording."""
+
+    name: str
+    kind: ArgKind
+    default: Any
+    label: str
+    doc: str
+    minimum: int | None = None
+    maximum: int | None = None
+
+    @property
+    def infotext_key(self) -> str | None:
+        """The infotext label, or None for images, which never go into infotext."""
+        if self.kind == "image":
+            return None
+        return "IC Light" if self.name == "enable" else f"IC Light {self.label.lower()}"
+
+    def accepts(self) -> str:
+        """Human wording of what this argument accepts, for error messages and docs."""
+        if self.kind == "bool":
+            return "a bool (true/false, 1/0)"
+        if self.kind == "int":
+            return f"an int in {self.minimum}..{self.maximum}"
+        if self.kind == "image":
+            return "a base64 image string, a PIL image, a numpy array or null"
+        return "a string"
+
+
+ARG_SPECS: tuple[ArgSpec, ...] = (
+    ArgSpec("enable", "bool", False, "Enable", "Turn IC-Light on for this generation."),
+    ArgSpec("model_type", "str", "fc", "Model",
+            "IC-Light model: the file name without extension (e.g. `IC-Light-SD15-FC-fp8`), "
+            "or `fc` / `fbc` for the first model of that kind."),
+    ArgSpec("input_fg", "image", None, "Foreground",
+            "txt2img: the subject. img2img: the light map (the img2img input is the subject); "
+            "empty means the light-map preset."),
+    ArgSpec("uploaded_bg", "image", None, "Background",
+            "The background image, required by fbc models in txt2img."),
+    ArgSpec("remove_bg", "bool", True, "Remove background",
+            "Cut the subject out with rembg and put it on grey 127. Off: the input's own alpha is used."),
+    ArgSpec("rembg_model", "str", "u2net_human_seg", "Rembg model", "The rembg model name."),
+    ArgSpec("foreground_threshold", "int", 225, "Foreground threshold",
+            "Alpha-matting foreground threshold (rembg).", 0, 255),
+    ArgSpec("background_threshold", "int", 16, "Background threshold",
+            "Alpha-matting background threshold (rembg).", 0, 255),
+    ArgSpec("erode_size", "int", 16, "Erode size", "Alpha-matting erode size (rembg).", 0, 128),
+    ArgSpec("detail_transfer", "bool", False, "Detail transfer",
+            "Copy fine detail from the input into the result (difference of Gaussians)."),
+    ArgSpec("detail_transfer_raw", "bool", False, "Detail transfer raw",
+            "Take the detail from the raw input instead of the background-removed subject."),
+    ArgSpec("detail_transfer_blur_radius", "int", 5, "Detail transfer blur radius",
+            "Blur radius of the difference of Gaussians.", 1, 64),
+    ArgSpec("reinforce_fg", "bool", False, "Reinforce foreground",
+            "img2img: paste the subject onto the light map before sampling."),
+)
+
+ARG_NAMES: tuple[str, ...] = tuple(spec.name for spec in ARG_SPECS)
+SPECS_BY_NAME: dict[str, ArgSpec] = {spec.name: spec for spec in ARG_SPECS}
+
+
+@dataclass(frozen=True)
+class ICLightArgs:
+    """Validated arguments of one request. Images are decoded PIL images (RGB or RGBA)."""
+
+    enable: bool = False
+    model_type: str = "fc"
+    input_fg: Image.Image | None = None
+    uploaded_bg: Image.Image | None = None
+    remove_bg: bool = True
+    rembg_model: str = "u2net_human_seg"
+    foreground_threshold: int = 225
+    background_threshold: int = 16
+    erode_size: int = 16
+    detail_transfer: bool = False
+    detail_transfer_raw: bool = False
+    detail_transfer_blur_radius: int = 5
+    reinforce_fg: bool = False
+
+    def infotext(self, model_name: str | None = None) -> dict[str, str]:
+        """Infotext entries for this request: every non-image argument, never images.
+
+        ``model_name`` replaces an alias like ``fc`` with the file actually used, so that
+        pasting the infotext back picks the same model.
+        """
+        entries: dict[str, str] = {}
+        for spec in ARG_SPECS:
+            if spec.infotext_key is None:
+                continue
+            value = getattr(self, spec.name)
+            if spec.name == "model_type" and model_name:
+                value = model_name
+            entries[spec.infotext_key] = str(value)
+        return entries
+
+
+def _check_field_order() -> None:
+    fields = tuple(f.name for f in dataclasses.fields(ICLightArgs))
+    if fields != ARG_NAMES:  # pragma: no cover - guards edits to this file
+        raise AssertionError(f"ICLightArgs fields {fields} differ from ARG_SPECS {ARG_NAMES}")
+    for field in dataclasses.fields(ICLightArgs):
+        if field.default != SPECS_BY_NAME[field.name].default:  # pragma: no cover
+            raise AssertionError(f"default of {field.name} differs from its ArgSpec")
+
+
+_check_field_order()
+
+
+def coerce_bool(spec: ArgSpec, value: object) -> bool:
+    """JSON-ish bool: true/false, 1/0, "true"/"false"/"yes"/"no"/"on"/"off"."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
+    raise ICLightError.expected(spec.name, spec.accepts(), value)
+
+
+def coerce_int(spec: ArgSpec, value: object) -> int:
+    """An int in range; integral floats (225.0) and numeric strings ("225") are accepted."""
+    number: int | None = None
+    if isinstance(value, bool):
+        number = None
+    elif isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            as_float = float(text)
+        except ValueError:
+            as_float = math.nan
+        if math.isfinite(as_float) and as_float.is_integer():
+            number = int(as_float)
+    if number is None or not (spec.minimum <= number <= spec.maximum):
+        raise ICLightError.expected(spec.name, spec.accepts(), value)
+    return number
+
+
+def coerce_str(spec: ArgSpec, value: object) -> str:
+    """A non-empty string, stripped."""
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    raise ICLightError.expected(spec.name, "a non-empty string", value)
+
+
+def coerce(spec: ArgSpec, value: object) -> Any:
+    """Coerce one raw value to its argument's type, or raise ICLightError."""
+    if spec.kind == "bool":
+        return coerce_bool(spec, value)
+    if spec.kind == "int":
+        return coerce_int(spec, value)
+    if spec.kind == "str":
+        return coerce_str(spec, value)
+    return decode_image(value, spec.name)
+
+
+def raw_values(values: Sequence[Any] | Mapping[str, Any]) -> dict[str, Any]:
+    """Name the raw values of a positional list or a dict; missing names take defaults.
+
+    A list whose first item is a dict is the API's named form: A1111 hands the script
+    the caller's one dict followed by the UI defaults for the remaining slots.
+    """
+    if isinstance(values, Mapping):
+        named = dict(values)
+    elif isinstance(values, (list, tuple)):
+        if values and isinstance(values[0], Mapping):
+            named = dict(values[0])
+        else:
+            if len(values) > len(ARG_SPECS):
+                raise ICLightError(
+                    "args", f"expected at most {len(ARG_SPECS)} values ({', '.join(ARG_NAMES)}), got {len(values)}"
+                )
+            named = dict(zip(ARG_NAMES, values))
+    else:
+        raise ICLightError.expected("args", f"a list of {len(ARG_SPECS)} values or a dict", values)
+    unknown = sorted(str(key) for key in named if key not in SPECS_BY_NAME)
+    if unknown:
+        raise ICLightError("args", f"unknown argument(s) {', '.join(unknown)}; known: {', '.join(ARG_NAMES)}")
+    return {spec.name: named.get(spec.name, spec.default) for spec in ARG_SPECS}
+
+
+def parse_args(values: Sequence[Any] | Mapping[str, Any] | ICLightArgs) -> ICLightArgs:
+    """Validate raw script args into :class:`ICLightArgs`.
+
+    When ``enable`` is false nothing else is looked at: AlwaysOn scripts run on every
+    generation, and a disabled panel must never break an unrelated request.
+    """
+    if isinstance(values, ICLightArgs):
+        return values
+    raw = raw_values(values)
+    enable = coerce(SPECS_BY_NAME["enable"], raw["enable"])
+    if not enable:
+        return ICLightArgs(enable=False)
+    parsed = {spec.name: coerce(spec, raw[spec.name]) for spec in ARG_SPECS}
+    return ICLightArgs(**parsed)
+
+
+def parse_infotext(params: Mapping[str, str]) -> dict[str, Any]:
+    """Read IC-Light entries back from pasted infotext, typed per ARG_SPECS.
+
+    Entries that are missing or do not parse are left out, so the UI keeps its value.
+    """
+    restored: dict[str, Any] = {}
+    for spec in ARG_SPECS:
+        key = spec.infotext_key
+        if key is None or key not in params:
+            continue
+        try:
+            restored[spec.name] = coerce(spec, params[key])
+        except ICLightError:
+            continue
+    return restored
+
+
+def json_schema() -> dict[str, Any]:
+    """A JSON schema of the named (dict) form of the args, for the API's schema route."""
+    properties: dict[str, Any] = {}
+    for spec in ARG_SPECS:
+        prop: dict[str, Any] = {"description": spec.doc, "default": spec.default}
+        if spec.kind == "bool":
+            prop["type"] = "boolean"
+        elif spec.kind == "int":
+            prop.update(type="integer", minimum=spec.minimum, maximum=spec.maximum)
+        elif spec.kind == "str":
+            prop["type"] = "string"
+        else:
+            prop["type"] = ["string", "null"]
+            prop["contentEncoding"] = "base64"
+        properties[spec.name] = prop
+    return {
+        "title": "IC Light",
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+        "x-positional-order": list(ARG_NAMES),
+    }
+
+
+def markdown_table() -> str:
+    """The README's argument table, generated so it cannot drift from the contract."""
+    lines = ["| # | name | type | default | meaning |", "|---|---|---|---|---|"]
+    for index, spec in enumerate(ARG_SPECS):
+        kind = f"int {spec.minimum}..{spec.maximum}" if spec.kind == "int" else spec.kind
+        default = "null" if spec.default is None else repr(spec.default).replace("'", '"')
+        lines.append(f"| {index} | `{spec.name}` | {kind} | `{default}` | {spec.doc} |")
+    return "\n".join(lines)

@@ -1,0 +1,42 @@
+"""What every WebUI adapter provides to the script.
+
+The script owns the request flow (args, images, caches, errors); an adapter only
+translates four things into its WebUI's terms: checking the loaded model, VAE
+encoding, installing IC-Light for one sampling call, and cleaning up.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+from ..weights import ICOffsets
+
+
+class Backend(Protocol):
+    """One WebUI family's adapter. ``p`` is the WebUI's processing object."""
+
+    name: str
+
+    def check_model(self, p: Any) -> None:
+        """Raise ICLightError("model_type", ...) unless the loaded checkpoint is an SD1.5 UNet
+        with a 4-channel conv_in (SDXL, SD2, inpainting with 9 channels are refused)."""
+
+    def encode(self, p: Any, pixels: torch.Tensor) -> torch.Tensor:
+        """VAE-encode ``pixels`` [B, 3, H, W] float 0..1 into scaled latents [B, 4, H/8, W/8].
+
+        Deterministic (posterior mode, not a sample), already multiplied by the model's
+        latent scale factor, on the UNet's device.
+        """
+
+    def install(self, p: Any, offsets: ICOffsets, concat: torch.Tensor) -> None:
+        """Make the next sampling call run the IC-Light UNet.
+
+        ``concat`` is [1, 4 or 8, h, w] scaled latents (fg, or fg then bg) at the size of
+        the latent about to be sampled. Called from ``process_before_every_sampling``,
+        possibly several times on the same ``p`` (batch count, hires pass): idempotent.
+        """
+
+    def cleanup(self, p: Any) -> None:
+        """Called once the generation is over (also after a failure): leave the model as found."""

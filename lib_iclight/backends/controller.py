@@ -1,0 +1,262 @@
+"""The request flow of the "IC Light" script, shared by every WebUI of the A1111 lineage.
+
+A1111, Forge 2, Forge Classic and reForge all drive AlwaysOn scripts through the same
+``StableDiffusionProcessing`` object ``p`` and the same hooks; only the model plumbing
+differs, and that is the :class:`~lib_iclight.backends.base.Backend`'s job. The
+controller turns hook calls into core calls:
+
+``process``                          parse args, pick the model, prepare images, refuse bad requests
+``process_before_every_sampling``    encode the conditioning at this pass's size, install
+``postprocess_image``                detail transfer in place (setting "replace")
+``postprocess``                      append removed-background / detail images, clean up
+
+Every failure arms the tripwire (see :mod:`.tripwire`): the generation stops with the
+message instead of going on without IC-Light.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from PIL import Image
+
+from .. import images, subject
+from ..args import ICLightArgs, parse_args
+from ..detail import detail_transfer
+from ..errors import ICLightError
+from ..settings import ICLightSettings
+from ..weights import ICModelInfo, ICOffsets, load_offsets, resolve_model, set_cache_capacity
+from . import tripwire
+from .base import Backend
+
+logger = logging.getLogger("iclight.controller")
+
+_REQUEST = "_iclight_request"
+_LATENT_CACHE_SIZE = 8
+
+
+@dataclass
+class Request:
+    """One enabled generation: validated args, the model, and the prepared images."""
+
+    args: ICLightArgs
+    info: ICModelInfo
+    offsets: ICOffsets
+    prepared: subject.PreparedImages
+    background: Image.Image | None
+    is_img2img: bool
+    concat_by_size: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
+
+
+def _digest(*parts: Image.Image | None) -> str:
+    digest = hashlib.sha1()
+    for image in parts:
+        if image is None:
+            digest.update(b"-")
+        else:
+            digest.update(f"{image.mode}{image.size}".encode())
+            digest.update(image.tobytes())
+    return digest.hexdigest()
+
+
+def _guarded(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a hook; on any error, arm the tripwire so the generation stops with it."""
+
+    @functools.wraps(hook)
+    def run(self: "ICLightController", p: Any, *args: Any, **kwargs: Any) -> Any:
+        if tripwire.armed_error(p) is not None:
+            return None
+        try:
+            return hook(self, p, *args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - every failure must stop the generation
+            if not isinstance(error, ICLightError):
+                logger.exception("IC Light failed in %s", hook.__name__)
+            tripwire.arm(p, error)
+            return None
+
+    return run
+
+
+class ICLightController:
+    """Hook logic for one script instance; the WebUI specifics come from ``backend``."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        model_dirs: Callable[[], Sequence[Path]],
+        settings: Callable[[], ICLightSettings],
+    ) -> None:
+        self.backend = backend
+        self.model_dirs = model_dirs
+        self.settings = settings
+        self._latents: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+
+    # -- process ---------------------------------------------------------------------
+
+    @_guarded
+    def process(self, p: Any, *raw_args: Any) -> None:
+        """Validate and prepare everything that does not need the sampling size."""
+        setattr(p, _REQUEST, None)
+        args = parse_args(list(raw_args))
+        if not args.enable:
+            return
+        info = resolve_model(args.model_type, self.model_dirs())
+        is_img2img = getattr(p, "init_images", None) is not None
+        if is_img2img and info.kind != "fc":
+            raise ICLightError("model_type", f"img2img relighting needs an fc model, {info.name} is {info.kind}")
+        self.backend.check_model(p)
+        settings = self.settings()
+        set_cache_capacity(settings.offset_cache_size)
+        offsets = load_offsets(info)
+        width, height = self._largest_size(p)
+        if is_img2img:
+            prepared = self._prepare_img2img(p, args, width, height)
+            background = None
+        else:
+            prepared, background = self._prepare_txt2img(args, info, width, height)
+        request = Request(args, info, offsets, prepared, background, is_img2img)
+        setattr(p, _REQUEST, request)
+        p.extra_generation_params.update(args.infotext(model_name=info.name))
+        logger.info("IC Light: %s (%s) on %dx%d", info.name, info.kind, width, height)
+
+    @staticmethod
+    def _largest_size(p: Any) -> tuple[int, int]:
+        """The biggest pixel size any pass samples at: the hires target when hires fix is on."""
+        width, height = int(p.width), int(p.height)
+        if not getattr(p, "enable_hr", False):
+            return width, height
+        # ``process`` runs before ``p.init`` computes hr_upscale_to_x/y, so estimate the
+        # target the same way A1111's calculate_target_resolution will.
+        resize_x, resize_y = int(getattr(p, "hr_resize_x", 0) or 0), int(getattr(p, "hr_resize_y", 0) or 0)
+        if resize_x == 0 and resize_y == 0:
+            scale = float(getattr(p, "hr_scale", 1.0) or 1.0)
+            target = int(width * scale), int(height * scale)
+        elif resize_y == 0:
+            target = resize_x, resize_x * height // width
+        elif resize_x == 0:
+            target = resize_y * width // height, resize_y
+        else:
+            target = max(resize_x, resize_y * width // height), max(resize_y, resize_x * height // width)
+        return (target if target[0] * target[1] > width * height else (width, height))
+
+    def _prepare_kwargs(self, args: ICLightArgs) -> dict[str, Any]:
+        return dict(
+            remove_bg=args.remove_bg,
+            rembg_model=args.rembg_model,
+            foreground_threshold=args.foreground_threshold,
+            background_threshold=args.background_threshold,
+            erode_size=args.erode_size,
+            detail_transfer_raw=args.detail_transfer_raw,
+        )
+
+    def _prepare_txt2img(self, args: ICLightArgs, info: ICModelInfo, width: int, height: int) -> tuple[subject.PreparedImages, Image.Image | None]:
+        if args.input_fg is None:
+            raise ICLightError("input_fg", "no image given: txt2img needs the subject image")
+        background = None
+        if info.kind == "fbc":
+            if args.uploaded_bg is None:
+                raise ICLightError("uploaded_bg", f"no image given: the fbc model {info.name} needs a background image")
+            background = subject.prepare_background(args.uploaded_bg, width, height)
+        prepared = subject.prepare_subject(args.input_fg, width=width, height=height, **self._prepare_kwargs(args))
+        return prepared, background
+
+    def _prepare_img2img(self, p: Any, args: ICLightArgs, width: int, height: int) -> subject.PreparedImages:
+        source = p.init_images[0] if p.init_images else None
+        if source is None:
+            raise ICLightError("init_images", "no image given: img2img needs the subject as its input image")
+        if args.input_fg is None:
+            raise ICLightError("input_fg", "no image given: img2img needs a light map (a preset or an upload)")
+        subject_image = images.decode_image(source, "init_images")
+        prepared = subject.prepare_subject(subject_image, width=width, height=height, **self._prepare_kwargs(args))
+        light_map = images.resize_and_center_crop(images.composite_on_grey(args.input_fg), width, height)
+        if args.reinforce_fg:
+            light_map = subject.reinforce_foreground(light_map, prepared)
+        # The light map is what A1111 encodes as the init latent; the subject goes in by concat.
+        p.init_images = [light_map]
+        return prepared
+
+    # -- sampling --------------------------------------------------------------------
+
+    @_guarded
+    def process_before_every_sampling(self, p: Any, *script_args: Any, **kwargs: Any) -> None:
+        """Encode the conditioning at the size of the latent about to be sampled, then install."""
+        request: Request | None = getattr(p, _REQUEST, None)
+        if request is None:
+            return
+        x = kwargs.get("x")
+        if x is None:
+            raise RuntimeError("IC Light: process_before_every_sampling got no latent 'x'; WebUI not supported")
+        latent_h, latent_w = int(x.shape[-2]), int(x.shape[-1])
+        concat = request.concat_by_size.get((latent_h, latent_w))
+        if concat is None:
+            concat = self._encode_conditioning(p, request, latent_w * 8, latent_h * 8)
+            request.concat_by_size[(latent_h, latent_w)] = concat
+        self.backend.install(p, request.offsets, concat)
+
+    def _encode_conditioning(self, p: Any, request: Request, width: int, height: int) -> torch.Tensor:
+        """[1, 4 or 8, height/8, width/8] scaled latents: fg, then bg for fbc."""
+        parts = [images.resize_and_center_crop(request.prepared.fg, width, height)]
+        if request.background is not None:
+            parts.append(images.resize_and_center_crop(request.background, width, height))
+        key = (_digest(*parts), width, height, id(p.sd_model), getattr(p, "sd_model_hash", None), getattr(p, "sd_vae_name", None))
+        cached = self._latents.get(key)
+        if cached is not None:
+            self._latents.move_to_end(key)
+            return cached
+        pixels = torch.cat([images.pil_to_tensor(part) for part in parts], dim=0)
+        latents = self.backend.encode(p, pixels)
+        concat = torch.cat(list(latents.split(1, dim=0)), dim=1)
+        self._latents[key] = concat
+        while len(self._latents) > _LATENT_CACHE_SIZE:
+            self._latents.popitem(last=False)
+        return concat
+
+    # -- after sampling --------------------------------------------------------------
+
+    @_guarded
+    def postprocess_image(self, p: Any, pp: Any, *script_args: Any) -> None:
+        request: Request | None = getattr(p, _REQUEST, None)
+        if request is None or not request.args.detail_transfer:
+            return
+        if self.settings().detail_transfer_mode == "replace":
+            pp.image = self._detail(request, pp.image)
+
+    def _detail(self, request: Request, image: Image.Image) -> Image.Image:
+        result = detail_transfer(image, request.prepared.detail_source, request.args.detail_transfer_blur_radius)
+        result.info.update(image.info)
+        return result
+
+    def postprocess(self, p: Any, processed: Any, *script_args: Any) -> None:
+        """Append the extra outputs, then leave the model as found. Never raises."""
+        request: Request | None = getattr(p, _REQUEST, None)
+        try:
+            if request is not None and tripwire.armed_error(p) is None:
+                self._append_outputs(request, processed)
+        except Exception:  # noqa: BLE001 - the images are made; losing an extra is not worth a 500
+            logger.exception("IC Light: could not add the extra output images")
+        finally:
+            setattr(p, _REQUEST, None)
+            self.backend.cleanup(p)
+
+    def _append_outputs(self, request: Request, processed: Any) -> None:
+        settings = self.settings()
+        generated = list(processed.images[getattr(processed, "index_of_first_image", 0):])
+        extras: list[Image.Image] = []
+        if request.args.detail_transfer and settings.detail_transfer_mode == "append":
+            extras.extend(self._detail(request, image) for image in generated)
+        if request.args.remove_bg and settings.append_removed_bg and request.prepared.removed_bg is not None:
+            extras.append(request.prepared.removed_bg)
+        if not extras:
+            return
+        infotexts = getattr(processed, "infotexts", None)
+        for image in extras:
+            processed.images.append(image)
+            if infotexts:
+                infotexts.append(infotexts[0])

@@ -1,0 +1,156 @@
+"""The UNet patch on the real ldm UNetModel, driven by a real k-diffusion sampler."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lib_iclight.errors import ICLightError
+from lib_iclight.unet_patch import UNetPatch, concat_to_batch, merge_offset
+from tests.helpers.tiny_unet import assert_same, make_offsets, make_tiny_unet, sample, snapshot
+
+
+def _concat(kind: str, size: int = 8, seed: int = 3) -> torch.Tensor:
+    channels = 4 if kind == "fc" else 8
+    return torch.randn(1, channels, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture(scope="module")
+def unet():
+    return make_tiny_unet()
+
+
+@pytest.mark.parametrize("kind", ["fc", "fbc"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_patched_sampling_differs_and_restores_bit_identically(unet, kind, batch):
+    before = snapshot(unet)
+    plain = sample(unet, batch=batch)
+    with UNetPatch(unet, make_offsets(unet, kind), _concat(kind)):
+        assert unet.input_blocks[0][0].weight.shape[1] == (8 if kind == "fc" else 12)
+        assert unet.input_blocks[0][0].in_channels == (8 if kind == "fc" else 12)
+        ic = sample(unet, batch=batch)
+    assert ic.shape == plain.shape
+    assert not torch.allclose(ic, plain)
+    assert_same(unet, before)
+    assert unet.input_blocks[0][0].in_channels == 4
+    assert torch.equal(sample(unet, batch=batch), plain)
+
+
+def test_cond_and_uncond_batched_see_the_same_concat(unet):
+    seen = []
+    patch = UNetPatch(unet, make_offsets(unet, "fc"))
+    handle = unet.input_blocks[0][0].register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone()))
+    try:
+        patch.apply(_concat("fc"))
+        sample(unet, batch=3, steps=2)
+    finally:
+        patch.remove()
+        handle.remove()
+    x = seen[0]
+    assert x.shape == (6, 8, 8, 8)  # 3 cond + 3 uncond, 4 noisy + 4 concat channels
+    for i in range(1, 6):
+        assert torch.equal(x[i, 4:], x[0, 4:])
+    assert torch.equal(x[0, 4:], _concat("fc")[0])
+
+
+def test_repeated_runs_do_not_accumulate(unet):
+    offsets = make_offsets(unet, "fc")
+    before = snapshot(unet)
+    results = []
+    for _ in range(3):
+        patch = UNetPatch(unet, offsets, _concat("fc"))
+        with patch:
+            results.append(sample(unet))
+        patch.release()
+    assert torch.equal(results[0], results[1]) and torch.equal(results[1], results[2])
+    assert_same(unet, before)
+
+
+def test_reapply_reuses_merges_and_rebuilds_after_weight_change(unet):
+    offsets = make_offsets(unet, "fc")
+    patch = UNetPatch(unet, offsets)
+    patch.apply(_concat("fc"))
+    patch.remove()
+    first = patch.merges
+    assert first == len(offsets)
+    patch.apply(_concat("fc", size=16))  # a hires pass: new size, same weights
+    patch.remove()
+    assert patch.merges == first
+    weight = unet.out[2].weight
+    saved = weight.detach().clone()
+    with torch.no_grad():
+        weight.add_(1.0)  # e.g. a LoRA applied in place between two windows
+    try:
+        patch.apply(_concat("fc"))
+        patch.remove()
+        assert patch.merges == first + 1
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
+    patch.release()
+
+
+def test_exception_mid_sampling_restores(unet):
+    before = snapshot(unet)
+    plain = sample(unet)
+    patch = UNetPatch(unet, make_offsets(unet, "fbc"), _concat("fbc"))
+
+    def boom(info):
+        if info["i"] == 2:
+            raise KeyboardInterrupt("interrupted mid-sampling")
+
+    with pytest.raises(KeyboardInterrupt):
+        with patch:
+            sample(unet, callback=boom)
+    assert not patch.active
+    assert_same(unet, before)
+    assert torch.equal(sample(unet), plain)
+
+
+def test_bad_offsets_leave_the_unet_untouched(unet):
+    before = snapshot(unet)
+    offsets = make_offsets(unet, "fc")
+    offsets["output_blocks.0.0.in_layers.0.weight"] = torch.zeros(7)
+    with pytest.raises(ICLightError, match="^model_type: .*SD1.5"):
+        UNetPatch(unet, offsets).apply(_concat("fc"))
+    assert_same(unet, before)
+    offsets = make_offsets(unet, "fc")
+    offsets["label_emb.0.weight"] = torch.zeros(3)
+    with pytest.raises(ICLightError, match="no counterpart"):
+        UNetPatch(unet, offsets).apply(_concat("fc"))
+    assert_same(unet, before)
+
+
+def test_non_sd15_conv_in_is_refused():
+    from ldm.modules.diffusionmodules.openaimodel import UNetModel
+    from tests.helpers.tiny_unet import TINY_CONFIG
+
+    inpaint = UNetModel(**{**TINY_CONFIG, "in_channels": 9})
+    offsets = make_offsets(make_tiny_unet(), "fc")
+    with pytest.raises(ICLightError, match="4-channel conv_in"):
+        UNetPatch(inpaint, offsets).apply(_concat("fc"))
+
+
+def test_concat_to_batch_checks_sizes():
+    x = torch.zeros(4, 4, 8, 8, dtype=torch.float16)
+    out = concat_to_batch(torch.ones(1, 4, 8, 8), x)
+    assert out.shape == (4, 4, 8, 8) and out.dtype == torch.float16
+    with pytest.raises(RuntimeError, match="not rebuilt"):
+        concat_to_batch(torch.ones(1, 4, 16, 16), x)
+    with pytest.raises(RuntimeError, match="does not divide"):
+        concat_to_batch(torch.ones(3, 4, 8, 8), x)
+
+
+def test_wrong_concat_channels_refused(unet):
+    patch = UNetPatch(unet, make_offsets(unet, "fc"))
+    with pytest.raises(RuntimeError, match="channels"):
+        patch.set_concat(torch.zeros(1, 8, 8, 8))
+
+
+def test_merge_offset_half_precision_and_padding():
+    original = torch.randn(2, 4, 3, 3).half()
+    offset = torch.randn(2, 8, 3, 3)
+    merged = merge_offset(original, offset)
+    assert merged.dtype == torch.float16 and merged.shape == (2, 8, 3, 3)
+    assert torch.equal(merged[:, 4:], offset[:, 4:].half())
+    assert torch.equal(merged[:, :4], (original.float() + offset[:, :4]).half())

@@ -1,0 +1,206 @@
+"""Mirrors modules/processing.py of A1111 1.10, reduced to the flow IC-Light depends on.
+
+Kept from the real source: the hook order of process_images_inner; ``sample`` creating
+the sampler and calling ``process_before_every_sampling`` right before it; the hires
+pass (checkpoint swap in try/finally, latent upscale, a new sampler, ``before_hr`` and a
+second ``process_before_every_sampling``); img2img encoding ``init_images`` in ``init``
+after the ``process`` hook; ``p.sd_model`` being ``shared.sd_model``.
+"""
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from modules import devices, scripts, sd_models, sd_samplers, shared
+
+
+def text_conditioning(prompts, dim=32):
+    """A deterministic stand-in for CLIP: [B, 2, dim] from each prompt's hash."""
+    out = []
+    for prompt in prompts:
+        seed = int(hashlib.sha1(prompt.encode()).hexdigest()[:8], 16)
+        out.append(torch.randn(2, dim, generator=torch.Generator().manual_seed(seed)))
+    return torch.stack(out)
+
+
+@dataclass(repr=False)
+class StableDiffusionProcessing:
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed: int = 1
+    steps: int = 4
+    cfg_scale: float = 5.0
+    width: int = 64
+    height: int = 64
+    batch_size: int = 1
+    n_iter: int = 1
+    sampler_name: str = "DPM++ 2M Karras"
+    script_args: Any = None
+    scripts: Any = None
+    loras: list = field(default_factory=list)
+    sampler: Any = None
+    extra_generation_params: dict = field(default_factory=dict)
+    is_hr_pass: bool = False
+    iteration: int = 0
+
+    @property
+    def sd_model(self):
+        return shared.sd_model
+
+    @property
+    def sd_model_hash(self):
+        return getattr(shared.sd_model, "sd_model_hash", None)
+
+    sd_vae_name = None
+
+    def init(self, all_prompts, all_seeds):
+        pass
+
+    def close(self):
+        pass
+
+
+@dataclass(repr=False)
+class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
+    enable_hr: bool = False
+    denoising_strength: float = 0.6
+    hr_scale: float = 2.0
+    hr_resize_x: int = 0
+    hr_resize_y: int = 0
+    hr_checkpoint_name: str = None
+    hr_upscale_to_x: int = 0
+    hr_upscale_to_y: int = 0
+
+    def init(self, all_prompts, all_seeds):
+        if self.enable_hr:
+            self.hr_upscale_to_x = int(self.width * self.hr_scale)
+            self.hr_upscale_to_y = int(self.height * self.hr_scale)
+
+    def sample(self, conditioning, unconditional_conditioning, seeds):
+        self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
+        x = noise_for(seeds, (4, self.height // 8, self.width // 8))
+        if self.scripts is not None:
+            self.scripts.process_before_every_sampling(self, x=x, noise=x, c=conditioning, uc=unconditional_conditioning)
+        samples = self.sampler.sample(self, x, conditioning, unconditional_conditioning)
+        if not self.enable_hr:
+            return samples
+        current = getattr(shared.sd_model, "checkpoint_name", None)
+        try:
+            if self.hr_checkpoint_name:
+                self.sampler = None
+                sd_models.reload_model_weights(info=self.hr_checkpoint_name)
+            return self.sample_hr_pass(samples, conditioning, unconditional_conditioning, seeds)
+        finally:
+            self.sampler = None
+            sd_models.reload_model_weights(info=current)
+
+    def sample_hr_pass(self, samples, conditioning, unconditional_conditioning, seeds):
+        if shared.state.interrupted:
+            return samples
+        self.is_hr_pass = True
+        self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
+        samples = torch.nn.functional.interpolate(samples, size=(self.hr_upscale_to_y // 8, self.hr_upscale_to_x // 8), mode="nearest")
+        noise = noise_for(seeds, samples.shape[1:])
+        if self.scripts is not None:
+            self.scripts.before_hr(self)
+            self.scripts.process_before_every_sampling(self, x=samples, noise=noise, c=conditioning, uc=unconditional_conditioning)
+        samples = self.sampler.sample_img2img(self, samples, noise, conditioning, unconditional_conditioning)
+        self.sampler = None
+        self.is_hr_pass = False
+        return samples
+
+
+@dataclass(repr=False)
+class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
+    init_images: list = None
+    denoising_strength: float = 0.75
+    init_latent: Any = None
+
+    def init(self, all_prompts, all_seeds):
+        self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
+        arrays = []
+        for img in self.init_images:
+            image = img.convert("RGB").resize((self.width, self.height))
+            arrays.append(np.moveaxis(np.asarray(image, dtype=np.float32) / 255.0, 2, 0))
+        batch = np.expand_dims(arrays[0], 0).repeat(self.batch_size, 0) if len(arrays) == 1 else np.stack(arrays)
+        image = torch.from_numpy(batch).to(devices.device, dtype=devices.dtype_vae)
+        self.init_latent = self.sd_model.get_first_stage_encoding(self.sd_model.encode_first_stage(image * 2 - 1))
+
+    def sample(self, conditioning, unconditional_conditioning, seeds):
+        x = noise_for(seeds, self.init_latent.shape[1:])
+        if self.scripts is not None:
+            self.scripts.process_before_every_sampling(self, x=x, noise=x, c=conditioning, uc=unconditional_conditioning)
+        return self.sampler.sample_img2img(self, self.init_latent, x, conditioning, unconditional_conditioning)
+
+
+def noise_for(seeds, shape):
+    return torch.stack([torch.randn(tuple(shape), generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+
+
+class Processed:
+    def __init__(self, p, images_list, infotexts):
+        self.images = images_list
+        self.infotexts = infotexts
+        self.info = infotexts[0] if infotexts else ""
+        self.index_of_first_image = 0
+        self.extra_generation_params = dict(p.extra_generation_params)
+
+
+def create_infotext(p):
+    extras = ", ".join(f"{k}: {v}" for k, v in p.extra_generation_params.items())
+    return f"{p.prompt}\nSteps: {p.steps}, Seed: {p.seed}, Size: {p.width}x{p.height}" + (f", {extras}" if extras else "")
+
+
+def process_images(p):
+    """Mirrors process_images + process_images_inner (no grid, no face restore, no saving)."""
+    if p.scripts is not None:
+        p.scripts.before_process(p)
+    all_prompts = [p.prompt] * (p.batch_size * p.n_iter)
+    all_seeds = [p.seed + i for i in range(len(all_prompts))]
+    if p.scripts is not None:
+        p.scripts.process(p)
+    output_images, infotexts = [], []
+    with torch.no_grad():
+        p.init(all_prompts, all_seeds)
+        for n in range(p.n_iter):
+            p.iteration = n
+            if shared.state.interrupted:
+                break
+            prompts = all_prompts[n * p.batch_size:(n + 1) * p.batch_size]
+            seeds = all_seeds[n * p.batch_size:(n + 1) * p.batch_size]
+            if p.scripts is not None:
+                p.scripts.before_process_batch(p, batch_number=n, prompts=prompts, seeds=seeds)
+            import networks  # the Lora stand-in; A1111 activates extra networks here
+            networks.activate(p.loras)
+            if p.scripts is not None:
+                p.scripts.after_extra_networks_activate(p, batch_number=n, prompts=prompts, seeds=seeds)
+                p.scripts.process_batch(p, batch_number=n, prompts=prompts, seeds=seeds)
+            c = text_conditioning(prompts)
+            uc = text_conditioning([p.negative_prompt] * len(prompts))
+            samples = p.sample(conditioning=c, unconditional_conditioning=uc, seeds=seeds)
+            if p.scripts is not None:
+                p.scripts.post_sample(p, scripts.PostSampleArgs(samples))
+            decoded = torch.clamp((p.sd_model.decode_first_stage(samples) + 1) / 2, 0, 1)
+            if p.scripts is not None:
+                p.scripts.postprocess_batch(p, decoded, batch_number=n)
+                batch_params = scripts.PostprocessBatchListArgs(list(decoded))
+                p.scripts.postprocess_batch_list(p, batch_params, batch_number=n)
+                decoded = batch_params.images
+            for x_sample in decoded:
+                array = (255.0 * np.moveaxis(x_sample.cpu().numpy(), 0, 2)).astype(np.uint8)
+                image = Image.fromarray(array)
+                if p.scripts is not None:
+                    pp = scripts.PostprocessImageArgs(image)
+                    p.scripts.postprocess_image(p, pp)
+                    image = pp.image
+                text = create_infotext(p)
+                infotexts.append(text)
+                image.info["parameters"] = text
+                output_images.append(image)
+    res = Processed(p, output_images, infotexts)
+    if p.scripts is not None:
+        p.scripts.postprocess(p, res)
+    return res

@@ -1,0 +1,16 @@
+"""Mirrors modules/sd_models.py reload_model_weights: a different checkpoint is loaded
+*into the same model object* with ``load_state_dict`` (A1111's default with one model slot)."""
+from modules import shared
+
+checkpoints = {}
+"""name -> UNet state dict; tests register the hires checkpoint here."""
+
+
+def reload_model_weights(info=None):
+    model = shared.sd_model
+    if info is None or getattr(model, "checkpoint_name", None) == info:
+        return model
+    model.model.diffusion_model.load_state_dict(checkpoints[info], strict=False)
+    model.checkpoint_name = info
+    model.sd_model_hash = info
+    return model

@@ -1,0 +1,311 @@
+"""The real "IC Light" script over the stand-in A1111: every mode, failure and restore."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from PIL import Image
+
+from lib_iclight.args import ARG_SPECS
+from lib_iclight.errors import ICLightError
+from tests.helpers.images import disc_image, to_base64
+from tests.helpers.tiny_unet import assert_same, snapshot
+
+SUBJECT = disc_image(64)
+
+
+def ic_args(**overrides):
+    values = {spec.name: spec.default for spec in ARG_SPECS}
+    values.update(enable=True, model_type="IC-Light-SD15-FC-fp8", input_fg=to_base64(SUBJECT), rembg_model="u2net_human_seg")
+    values.update(overrides)
+    return [values[spec.name] for spec in ARG_SPECS]
+
+
+def default_args():
+    return [spec.default for spec in ARG_SPECS]
+
+
+def run(webui, args=None, img2img=False, **kwargs):
+    from modules import processing, scripts
+
+    if img2img:
+        p = processing.StableDiffusionProcessingImg2Img(prompt="a photo", init_images=[kwargs.pop("init_image", SUBJECT)], **kwargs)
+    else:
+        p = processing.StableDiffusionProcessingTxt2Img(prompt="a photo", **kwargs)
+    p.scripts = scripts.ScriptRunner([webui.script])
+    p.script_args = tuple(args if args is not None else default_args())
+    return p, processing.process_images(p)
+
+
+def pixels(processed, count=None):
+    images = processed.images if count is None else processed.images[:count]
+    return [torch.tensor(list(img.convert("RGB").getdata())) for img in images]
+
+
+def same_images(a, b):
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.fixture
+def unet(webui):
+    return webui.model.model.diffusion_model
+
+
+@pytest.fixture
+def plain(webui):
+    return pixels(run(webui)[1])
+
+
+def test_txt2img_fc_relights_and_restores(webui, unet, plain):
+    before = snapshot(unet)
+    p, processed = run(webui, ic_args())
+    assert len(processed.images) == 2  # the result, then the removed-background image
+    assert all(isinstance(img, Image.Image) for img in processed.images)
+    assert processed.images[1].mode == "RGBA"
+    assert not same_images(pixels(processed, 1), plain)
+    assert p.extra_generation_params["IC Light model"] == "IC-Light-SD15-FC-fp8"
+    assert not any("base64" in str(v) or len(str(v)) > 200 for v in p.extra_generation_params.values())
+    assert_same(unet, before)
+    assert same_images(pixels(run(webui)[1]), plain)
+
+
+def test_disabled_script_changes_nothing(webui, unet, plain):
+    before = snapshot(unet)
+    p, processed = run(webui, default_args())
+    assert same_images(pixels(processed), plain)
+    assert not any(key.startswith("IC Light") for key in p.extra_generation_params)
+    assert_same(unet, before)
+
+
+def test_named_dict_args_as_the_api_passes_them(webui, plain):
+    named = dict(zip([s.name for s in ARG_SPECS], ic_args()))
+    named.pop("foreground_threshold")  # a missing key takes its default
+    _, processed = run(webui, [named] + default_args()[1:])
+    positional = run(webui, ic_args())[1]
+    assert same_images(pixels(processed), pixels(positional))
+
+
+def test_fbc_with_background(webui, unet, plain):
+    before = snapshot(unet)
+    bg = Image.new("RGB", (80, 64), (200, 120, 40))
+    _, processed = run(webui, ic_args(model_type="fbc", uploaded_bg=to_base64(bg)))
+    assert not same_images(pixels(processed, 1), plain)
+    assert_same(unet, before)
+
+
+def test_batches_and_batch_count_do_not_stack_the_concat(webui, unet):
+    before = snapshot(unet)
+    _, processed = run(webui, ic_args(remove_bg=False), batch_size=2, n_iter=2)
+    assert len(processed.images) == 4
+    plain = pixels(run(webui, batch_size=2, n_iter=2)[1])
+    assert not same_images(pixels(processed), plain)
+    assert_same(unet, before)
+
+
+def test_hires_fix_recomputes_the_concat_at_the_hires_size(webui, unet, monkeypatch):
+    from lib_iclight.backends import a1111
+
+    sizes = []
+    original_install = a1111.A1111Backend.install
+
+    def spy(self, p, offsets, concat):
+        sizes.append(tuple(concat.shape[-2:]))
+        return original_install(self, p, offsets, concat)
+
+    monkeypatch.setattr(a1111.A1111Backend, "install", spy)
+    before = snapshot(unet)
+    _, processed = run(webui, ic_args(), enable_hr=True)
+    assert sizes == [(8, 8), (16, 16)]
+    assert processed.images[0].size == (128, 128)
+    assert_same(unet, before)
+
+
+def test_hires_checkpoint_swap_happens_unpatched(webui, unet):
+    before = snapshot(unet)
+    _, processed = run(webui, ic_args(), enable_hr=True, hr_checkpoint_name="other")
+    assert processed.images[0].size == (128, 128)
+    assert_same(unet, before)
+
+
+def test_img2img_light_map_becomes_the_init_image(webui, unet):
+    before = snapshot(unet)
+    from lib_iclight.lightmaps import make_lightmap
+
+    light = make_lightmap("left", 64, 64)
+    p, processed = run(webui, ic_args(input_fg=to_base64(light)), img2img=True)
+    assert len(p.init_images) == 1 and p.init_images[0].size == (64, 64)
+    assert list(p.init_images[0].getdata()) == list(light.getdata())
+    plain = pixels(run(webui, img2img=True, init_image=light)[1])
+    assert not same_images(pixels(processed, 1), plain)
+    reinforced, _ = run(webui, ic_args(input_fg=to_base64(light), reinforce_fg=True), img2img=True)
+    assert list(reinforced.init_images[0].getdata()) != list(light.getdata())
+    assert_same(unet, before)
+
+
+def test_detail_transfer_appends_or_replaces(webui):
+    _, appended = run(webui, ic_args(detail_transfer=True))
+    assert len(appended.images) == 3  # result, detail-transferred result, removed background
+    webui.shared.opts.data["iclight_detail_transfer_mode"] = "replace"
+    try:
+        _, replaced = run(webui, ic_args(detail_transfer=True))
+    finally:
+        webui.shared.opts.data["iclight_detail_transfer_mode"] = "append"
+    assert len(replaced.images) == 2
+    assert same_images(pixels(replaced, 1), pixels(appended)[1:2])
+
+
+BAD_REQUESTS = [
+    (dict(input_fg=None), "^input_fg: no image"),
+    (dict(model_type="fbc"), "^uploaded_bg: no image"),
+    (dict(model_type="IC-Light-SD15-XL"), "^model_type: unknown model"),
+    (dict(rembg_model="not-a-model"), "^rembg_model: "),
+    (dict(input_fg="data:image/png;base64,@@not base64@@"), "^input_fg: "),
+    (dict(foreground_threshold="abc"), '^foreground_threshold: expected an int in 0..255, got "abc"'),
+    (dict(model_type="../../etc/passwd"), "^model_type: "),
+]
+
+
+@pytest.mark.parametrize("overrides,message", BAD_REQUESTS)
+def test_bad_requests_stop_the_generation(webui, unet, plain, overrides, message):
+    before = snapshot(unet)
+    with pytest.raises(ICLightError, match=message):
+        run(webui, ic_args(**overrides))
+    assert_same(unet, before)
+    assert same_images(pixels(run(webui)[1]), plain)
+    assert len(run(webui, ic_args())[1].images) == 2  # the next valid request works
+
+
+def test_missing_rembg_weights_say_which_file(webui, unet):
+    with pytest.raises(ICLightError, match=r"^rembg_model: .*silueta\.onnx"):
+        run(webui, ic_args(rembg_model="silueta"))
+
+
+@pytest.mark.parametrize("kind", ["sdxl", "inpainting"])
+def test_non_sd15_checkpoints_are_refused(webui, kind):
+    from tests.script.tiny_sd import TinyLatentDiffusion, inpainting_model
+
+    original = webui.shared.sd_model
+    if kind == "sdxl":
+        model = TinyLatentDiffusion()
+        model.is_sdxl = True
+    else:
+        model = inpainting_model()
+    webui.shared.sd_model = model
+    try:
+        with pytest.raises(ICLightError, match="^model_type: .*SD1.5"):
+            run(webui, ic_args())
+    finally:
+        webui.shared.sd_model = original
+
+
+def _sampler_callback(monkeypatch, action):
+    from modules import sd_samplers
+
+    original = sd_samplers.KDiffusionSampler.callback_state
+
+    def callback(self, d):
+        if self.steps_done == 1:
+            action()
+        return original(self, d)
+
+    monkeypatch.setattr(sd_samplers.KDiffusionSampler, "callback_state", callback)
+
+
+def test_exception_mid_sampling_restores_the_unet(webui, unet, plain, monkeypatch):
+    before = snapshot(unet)
+
+    def boom():
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    _sampler_callback(monkeypatch, boom)
+    with pytest.raises(RuntimeError, match="simulated"):
+        run(webui, ic_args())
+    monkeypatch.undo()
+    assert_same(unet, before)
+    assert same_images(pixels(run(webui)[1]), plain)
+
+
+def test_interrupt_restores_the_unet(webui, unet, plain, monkeypatch):
+    before = snapshot(unet)
+    _sampler_callback(monkeypatch, webui.shared.state.interrupt)
+    try:
+        _, processed = run(webui, ic_args(), n_iter=2)
+    finally:
+        webui.shared.state.interrupted = False
+    monkeypatch.undo()
+    assert len(processed.images) >= 1
+    assert_same(unet, before)
+    assert same_images(pixels(run(webui)[1]), plain)
+
+
+# -- LoRA ---------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def fresh_model(webui):
+    """A model no Lora has touched yet (no backups), swapped in for one test."""
+    from tests.helpers.tiny_unet import make_tiny_unet
+    from tests.script.tiny_sd import TinyLatentDiffusion
+
+    original = webui.shared.sd_model
+    model = TinyLatentDiffusion(make_tiny_unet(seed=0))
+    webui.networks.assign_names(model.model.diffusion_model)
+    webui.shared.sd_model = model
+    try:
+        yield model
+    finally:
+        webui.shared.sd_model = original
+
+
+def lora(webui, name, seed):
+    from tests.script.tiny_sd import TinyLatentDiffusion  # noqa: F401
+
+    unet = webui.shared.sd_model.model.diffusion_model
+    gen = torch.Generator().manual_seed(seed)
+    deltas = {}
+    for layer in ("input_blocks.0.0", "input_blocks.1.1.transformer_blocks.0.attn2.to_k", "out.2"):
+        weight = unet.get_submodule(layer).weight
+        deltas[layer] = torch.randn(weight.shape, generator=gen) * 0.05
+    return webui.networks.Network(name, deltas)
+
+
+def test_lora_backup_taken_during_an_ic_generation_cannot_corrupt_the_model(webui):
+    with fresh_model(webui) as model:
+        unet = model.model.diffusion_model
+        base = snapshot(unet)
+        plain = pixels(run(webui)[1])
+        lora_a = lora(webui, "a", 1)
+        lora_only = pixels(run(webui, loras=[lora_a])[1])
+    with fresh_model(webui) as model:  # Lora's first touch happens inside the IC generation
+        unet = model.model.diffusion_model
+        ic_lora = pixels(run(webui, ic_args(), loras=[lora(webui, "a", 1)])[1], 1)
+        assert same_images(pixels(run(webui)[1]), plain)
+        assert_same_values(unet, base)
+        assert same_images(pixels(run(webui, loras=[lora(webui, "a", 1)])[1]), lora_only)
+        assert not same_images(ic_lora, lora_only)
+        # switching LoRA between neighbouring IC generations
+        run(webui, ic_args(), loras=[lora(webui, "b", 2)])
+        assert same_images(pixels(run(webui, loras=[lora(webui, "a", 1)])[1]), lora_only)
+        assert same_images(pixels(run(webui)[1]), plain)
+        assert_same_values(unet, base)
+
+
+def test_ic_with_lora_equals_ic_on_merged_weights(webui):
+    """IC + LoRA must really include the LoRA (Lora settled before the merge, not skipped)."""
+    with fresh_model(webui) as model:
+        lora_a = lora(webui, "a", 1)
+        with_lora = pixels(run(webui, ic_args(remove_bg=False), loras=[lora_a])[1])
+    with fresh_model(webui) as model:
+        unet = model.model.diffusion_model
+        with torch.no_grad():
+            for layer, delta in lora_a.deltas.items():
+                unet.get_submodule(layer).weight += delta
+        merged_by_hand = pixels(run(webui, ic_args(remove_bg=False))[1])
+    assert same_images(with_lora, merged_by_hand)
+
+
+def assert_same_values(module, snap):
+    for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
+        assert torch.equal(tensor, snap[name][1]), name
