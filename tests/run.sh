@@ -12,8 +12,8 @@ if [ ! -f "$venv/.ready" ]; then
     echo "building the test environment in $venv (first run: a few minutes)"
     rm -rf "$venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check -r tests/requirements.txt -c tests/constraints.txt
-    "$venv/bin/pip" install -q --disable-pip-version-check --no-deps -r tests/requirements-nodeps.txt
+    "$venv/bin/pip" install -qq --disable-pip-version-check -r tests/requirements.txt -c tests/constraints.txt
+    "$venv/bin/pip" install -qq --disable-pip-version-check --no-deps -r tests/requirements-nodeps.txt
     # rembg's first import compiles pymatting with numba (about a minute); do it once here.
     "$venv/bin/python" -c "import rembg" >/dev/null 2>&1 || true
     touch "$venv/.ready"

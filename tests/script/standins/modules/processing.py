@@ -17,8 +17,9 @@ from PIL import Image
 from modules import devices, scripts, sd_models, sd_samplers, shared
 
 
-def text_conditioning(prompts, dim=32):
+def text_conditioning(prompts, dim=None):
     """A deterministic stand-in for CLIP: [B, 2, dim] from each prompt's hash."""
+    dim = dim or getattr(shared.sd_model, "context_dim", 32)
     out = []
     for prompt in prompts:
         seed = int(hashlib.sha1(prompt.encode()).hexdigest()[:8], 16)
