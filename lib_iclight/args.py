@@ -67,8 +67,8 @@ ARG_SPECS: tuple[ArgSpec, ...] = (
             "IC-Light model: the file name without extension (e.g. `IC-Light-SD15-FC-fp8`), "
             "or `fc` / `fbc` for the first model of that kind."),
     ArgSpec("input_fg", "image", None, "Foreground",
-            "txt2img: the subject. img2img: the light map (the img2img input is the subject); "
-            "empty means the light-map preset."),
+            "txt2img: the subject. img2img: the light map, which becomes the init image "
+            "(the img2img input is the subject); the UI's presets draw one."),
     ArgSpec("uploaded_bg", "image", None, "Background",
             "The background image, required by fbc models in txt2img."),
     ArgSpec("remove_bg", "bool", True, "Remove background",

@@ -52,6 +52,26 @@ def model_home() -> Path:
     return Path(os.path.expanduser(os.getenv("U2NET_HOME", default)))
 
 
+def _import_rembg(module: str = "rembg") -> Any:
+    """Import rembg (or one of its modules) lazily, keeping torch's thread count.
+
+    Importing rembg initialises numba/OpenMP through pymatting, which resets torch's
+    intra-op thread count (measured: 1 -> 2 on this machine). On a CPU WebUI that
+    changes the reduction order of every later generation, so a plain generation after
+    an IC one would no longer be bit-identical to one before.
+    """
+    import importlib
+
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        return importlib.import_module(module)
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
 def _session_classes() -> dict[str, type]:
     """rembg's registry, name -> session class.
 
@@ -59,7 +79,7 @@ def _session_classes() -> dict[str, type]:
     the main branch; the ``sessions`` dict only since 2.0.65. Read whichever is there
     rather than pin one layout.
     """
-    import rembg.sessions as registry
+    registry = _import_rembg("rembg.sessions")
 
     classes = getattr(registry, "sessions_class", None)
     if classes is None:
@@ -126,7 +146,7 @@ def _create_session(name: str) -> Any:
     # choice wins. It is process-wide, which is what any other rembg user here wants too.
     os.environ.setdefault("MODEL_CHECKSUM_DISABLED", "1")
 
-    import rembg
+    rembg = _import_rembg()
 
     path = model_home() / f"{name}.onnx"
     start = time.perf_counter()
@@ -215,10 +235,10 @@ def cut_out_subject(
     mask = predict_mask(rgb, model)
 
     if alpha_matting:
-        import rembg.bg
+        rembg_bg = _import_rembg("rembg.bg")
 
         try:
-            matted = rembg.bg.alpha_matting_cutout(
+            matted = rembg_bg.alpha_matting_cutout(
                 rgb, mask, foreground_threshold, background_threshold, erode_size
             )
         except ValueError as exc:

@@ -362,3 +362,20 @@ def test_bad_cut_out_arguments(kwargs, arg, home):
     args = {"foreground_threshold": FG, "background_threshold": BG, "erode_size": ERODE, **kwargs}
     with pytest.raises(ICLightError, match=rf"^{arg}: expected an int"):
         cut_out_subject(disc_image(), MODEL, **args)
+
+
+def test_importing_rembg_keeps_torch_thread_count():
+    """pymatting's numba/OpenMP start-up resets torch's threads; a CPU WebUI would then
+    produce different bits for the same plain generation."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; torch.set_num_threads(1)\n"
+        "from lib_iclight import rembg_session\n"
+        "rembg_session._import_rembg('rembg.bg')\n"
+        "print(torch.get_num_threads())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+    assert out.stdout.strip().splitlines()[-1] == "1"

@@ -309,3 +309,14 @@ def test_ic_with_lora_equals_ic_on_merged_weights(webui):
 def assert_same_values(module, snap):
     for name, tensor in list(module.named_parameters()) + list(module.named_buffers()):
         assert torch.equal(tensor, snap[name][1]), name
+
+
+def test_the_lora_guard_is_what_prevents_the_a1111_failure(webui, monkeypatch):
+    """Negative control: without settling Lora first, the stand-in reproduces what was seen
+    on A1111 with other IC-Light extensions (Lora's restore crashing into the wide conv_in)."""
+    from lib_iclight.backends import a1111
+
+    monkeypatch.setattr(a1111, "_lora_guard", lambda modules: contextlib.nullcontext())
+    with fresh_model(webui):
+        with pytest.raises(RuntimeError, match=r"size of tensor a \(8\) must match"):
+            run(webui, ic_args(), loras=[lora(webui, "a", 1)])

@@ -1,0 +1,71 @@
+"""The extension's own read-only API routes, under ``/ic-light/v1``.
+
+Pure FastAPI: the WebUI glue hands in the FastAPI app and two listing functions, so the
+routes can be tested with a bare app. Nothing here reveals a file path: callers only ever
+need model names, which is what the ``model_type`` argument takes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Protocol, Sequence
+
+from .args import ARG_NAMES, json_schema
+
+logger = logging.getLogger("iclight.api_routes")
+
+PREFIX = "/ic-light/v1"
+VERSION = "1.0.0"
+"""The extension's version as ``/version`` reports it; bump it with each release."""
+
+
+class ModelInfoLike(Protocol):
+    """What the routes read from :class:`lib_iclight.weights.ICModelInfo`."""
+
+    name: str
+    kind: str
+    in_channels: int
+
+
+def models_payload(models: Sequence[ModelInfoLike], rembg_models: Sequence[str]) -> dict[str, Any]:
+    """The body of ``GET /models``: names, kinds and channel counts, never paths."""
+    return {
+        "models": [{"name": m.name, "kind": m.kind, "in_channels": int(m.in_channels)} for m in models],
+        "rembg_models": list(rembg_models),
+    }
+
+
+def version_payload() -> dict[str, Any]:
+    """The body of ``GET /version``."""
+    return {"version": VERSION, "api": "v1", "args": list(ARG_NAMES)}
+
+
+def register_routes(
+    app: Any,
+    list_ic_models: Callable[[], Sequence[ModelInfoLike]],
+    list_rembg_models: Callable[[], Sequence[str]],
+) -> None:
+    """Add ``GET /ic-light/v1/{models,schema,version}`` to ``app`` (a FastAPI app).
+
+    The listing functions run per request, so files added while the WebUI runs show up
+    without a restart. Listing rembg models imports rembg, which is slow the first time
+    (about a minute on a fresh install); it happens on the first ``/models`` call, never at
+    start-up.
+    """
+
+    @app.get(f"{PREFIX}/models", tags=["IC Light"])
+    def ic_light_models() -> dict[str, Any]:
+        """The IC-Light models found on disk and the rembg models available."""
+        return models_payload(list_ic_models(), list_rembg_models())
+
+    @app.get(f"{PREFIX}/schema", tags=["IC Light"])
+    def ic_light_schema() -> dict[str, Any]:
+        """The JSON schema of the named (dict) form of the 13 script args."""
+        return json_schema()
+
+    @app.get(f"{PREFIX}/version", tags=["IC Light"])
+    def ic_light_version() -> dict[str, Any]:
+        """The extension's version and the positional order of its args."""
+        return version_payload()
+
+    logger.debug("registered %s/{models,schema,version}", PREFIX)

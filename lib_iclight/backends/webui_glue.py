@@ -1,0 +1,93 @@
+"""The few places the extension meets the WebUI itself: settings, API routes, model
+folders, and the panel's inputs (model names, the rembg models chosen in settings).
+
+Shared by A1111 1.10, Forge 2, Forge Classic and reForge, which keep the same
+``modules.shared`` / ``modules.script_callbacks`` / ``modules.paths`` names.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import gradio as gr
+from modules import paths, script_callbacks, shared
+from PIL import Image
+
+from .. import ui
+from ..api_routes import register_routes
+from ..rembg_session import cut_out_subject, list_rembg_models
+from ..settings import OPTIONS, SECTION, ICLightSettings, OptionSpec, component_args, read_settings
+from ..weights import ICModelInfo, list_models
+
+logger = logging.getLogger("iclight.webui_glue")
+
+EXTENSION_DIR = Path(__file__).resolve().parents[2]
+
+_WIDGETS = {"checkbox": gr.Checkbox, "radio": gr.Radio, "slider": gr.Slider, "multiselect": gr.CheckboxGroup}
+
+
+def model_dirs() -> list[Path]:
+    """Folders searched for IC-Light files, first match wins: ``--ic-light-dir``,
+    ``<models>/ic-light``, then the extension's own ``models`` folder."""
+    dirs: list[Path] = []
+    flag = getattr(shared.cmd_opts, "ic_light_dir", None)
+    if flag:
+        dirs.append(Path(flag).expanduser())
+    dirs.append(Path(paths.models_path) / "ic-light")
+    dirs.append(EXTENSION_DIR / "models")
+    return dirs
+
+
+def list_ic_models() -> list[ICModelInfo]:
+    return list_models(model_dirs())
+
+
+def settings() -> ICLightSettings:
+    return read_settings(shared.opts.data.get)
+
+
+def _preview(image: Image.Image, model: str, fg: int, bg: int, erode: int) -> Image.Image:
+    return cut_out_subject(image, model, fg, bg, erode).image
+
+
+def _model_kinds() -> dict[str, str]:
+    return {info.name: info.kind for info in list_ic_models()}
+
+
+def build_panel(is_img2img: bool, accordion_factory: Callable[..., Any]) -> ui.Panel:
+    """The script's ``ui()``. Lists model files (headers only) but never imports rembg:
+    the rembg choices are the ones picked in settings."""
+    kinds = _model_kinds()
+    return ui.build_panel(
+        is_img2img,
+        accordion_factory,
+        ic_model_names=list(kinds),
+        rembg_model_names=list(settings().rembg_models),
+        ic_model_kinds=kinds,
+        refresh_models=_model_kinds,
+        preview_fn=_preview,
+    )
+
+
+def _option_info(option: OptionSpec) -> shared.OptionInfo:
+    info = shared.OptionInfo(
+        option.default, option.label, _WIDGETS[option.widget], component_args(option), section=SECTION
+    )
+    return info.info(option.info) if option.info else info
+
+
+def _add_settings() -> None:
+    for option in OPTIONS:
+        shared.opts.add_option(option.key, _option_info(option))
+
+
+def register_settings() -> None:
+    script_callbacks.on_ui_settings(_add_settings)
+
+
+def register_api_routes() -> None:
+    # Listing rembg models imports rembg (slow the first time), so it happens per request,
+    # never while the app starts.
+    script_callbacks.on_app_started(lambda _demo, app: register_routes(app, list_ic_models, list_rembg_models))

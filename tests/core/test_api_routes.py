@@ -1,0 +1,97 @@
+"""The /ic-light/v1 routes on a bare FastAPI app, with plain listing functions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+fastapi = pytest.importorskip("fastapi")
+pytest.importorskip("httpx")  # TestClient needs it
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from lib_iclight import api_routes  # noqa: E402
+from lib_iclight.args import ARG_NAMES, json_schema  # noqa: E402
+
+
+@dataclass(frozen=True)
+class FakeInfo:
+    """Shaped like weights.ICModelInfo, path included, so a leak would show."""
+
+    name: str
+    path: Path
+    kind: str
+    in_channels: int
+
+
+MODELS = [
+    FakeInfo("IC-Light-SD15-FC-fp8", Path("/secret/models/ic-light/IC-Light-SD15-FC-fp8.safetensors"), "fc", 8),
+    FakeInfo("iclight_sd15_fbc", Path("/secret/models/ic-light/iclight_sd15_fbc.safetensors"), "fbc", 12),
+]
+
+
+@pytest.fixture
+def calls() -> dict[str, int]:
+    return {"ic": 0, "rembg": 0}
+
+
+@pytest.fixture
+def client(calls: dict[str, int]) -> TestClient:
+    def list_ic() -> list[FakeInfo]:
+        calls["ic"] += 1
+        return MODELS
+
+    def list_rembg() -> list[str]:
+        calls["rembg"] += 1
+        return ["u2net", "u2net_human_seg"]
+
+    app = fastapi.FastAPI()
+    api_routes.register_routes(app, list_ic, list_rembg)
+    assert calls == {"ic": 0, "rembg": 0}  # registering lists nothing
+    return TestClient(app)
+
+
+def test_models_lists_names_kinds_channels_and_never_paths(client: TestClient, calls: dict[str, int]) -> None:
+    response = client.get("/ic-light/v1/models")
+    assert response.status_code == 200
+    assert response.json() == {
+        "models": [
+            {"name": "IC-Light-SD15-FC-fp8", "kind": "fc", "in_channels": 8},
+            {"name": "iclight_sd15_fbc", "kind": "fbc", "in_channels": 12},
+        ],
+        "rembg_models": ["u2net", "u2net_human_seg"],
+    }
+    assert "secret" not in response.text and "safetensors" not in response.text
+    client.get("/ic-light/v1/models")
+    assert calls == {"ic": 2, "rembg": 2}  # listed per request: new files show up
+
+
+def test_models_when_nothing_is_installed() -> None:
+    app = fastapi.FastAPI()
+    api_routes.register_routes(app, lambda: [], lambda: [])
+    assert TestClient(app).get("/ic-light/v1/models").json() == {"models": [], "rembg_models": []}
+
+
+def test_schema_is_the_args_schema(client: TestClient) -> None:
+    response = client.get("/ic-light/v1/schema")
+    assert response.status_code == 200
+    body = response.json()
+    assert body == json_schema()
+    assert list(body["properties"]) == list(ARG_NAMES)
+    assert body["x-positional-order"] == list(ARG_NAMES)
+
+
+def test_version(client: TestClient) -> None:
+    response = client.get("/ic-light/v1/version")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["version"] == api_routes.VERSION
+    assert body["api"] == "v1"
+    assert body["args"] == list(ARG_NAMES)
+
+
+def test_routes_are_get_only(client: TestClient) -> None:
+    assert client.post("/ic-light/v1/models").status_code == 405
+    assert client.get("/ic-light/v1/nope").status_code == 404
