@@ -320,3 +320,36 @@ def test_the_lora_guard_is_what_prevents_the_a1111_failure(webui, monkeypatch):
     with fresh_model(webui):
         with pytest.raises(RuntimeError, match=r"size of tensor a \(8\) must match"):
             run(webui, ic_args(), loras=[lora(webui, "a", 1)])
+
+
+@pytest.mark.parametrize("is_img2img", [False, True])
+def test_ui_returns_the_13_components_in_an_input_accordion(webui, is_img2img):
+    import gradio as gr
+    from modules.ui_components import InputAccordion
+
+    script = webui.script_module.ICLightScript()
+    assert script.title() == "IC Light"
+    with gr.Blocks():
+        components = script.ui(is_img2img)
+    assert len(components) == len(ARG_SPECS) == 13
+    assert isinstance(components[0], InputAccordion)
+    assert components[0].value is False
+    keys = [key for _, key in script.infotext_fields]
+    assert "IC Light" in keys and "IC Light model" in keys
+    assert all(spec.infotext_key in keys for spec in ARG_SPECS if spec.kind != "image")
+
+
+def test_settings_and_routes_are_registered(webui):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from modules import script_callbacks
+
+    for callback in script_callbacks.callbacks_ui_settings:
+        callback()
+    assert "iclight_detail_transfer_mode" in webui.shared.opts.data_labels
+    app = FastAPI()
+    for callback in script_callbacks.callbacks_app_started:
+        callback(None, app)
+    models = TestClient(app).get("/ic-light/v1/models").json()
+    assert {m["name"]: m["kind"] for m in models["models"]} == {"IC-Light-SD15-FC-fp8": "fc", "iclight_sd15_fbc": "fbc"}
+    assert "u2net_human_seg" in models["rembg_models"]
