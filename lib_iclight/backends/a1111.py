@@ -114,6 +114,12 @@ class A1111Backend:
             latent = posterior.mode() if hasattr(posterior, "mode") else posterior
             return (latent * model.scale_factor).to(devices.device)
 
+    def vae_fingerprint(self, p: Any) -> tuple:
+        vae = p.sd_model.first_stage_model
+        first = next(vae.parameters(), None)
+        # load_state_dict copies into the same Parameters, bumping their version counter
+        return id(vae), None if first is None else first._version, getattr(p.sd_model, "sd_model_hash", None)
+
     def install(self, p: Any, offsets: ICOffsets, concat: torch.Tensor) -> None:
         self.check_model(p)
         unet = unet_of(p)

@@ -7,7 +7,7 @@ encoding, installing IC-Light for one sampling call, and cleaning up.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Hashable, Protocol
 
 import torch
 
@@ -29,6 +29,10 @@ class Backend(Protocol):
         Deterministic (posterior mode, not a sample), already multiplied by the model's
         latent scale factor, on the UNet's device.
         """
+
+    def vae_fingerprint(self, p: Any) -> Hashable:
+        """Something that changes whenever the VAE's weights may have changed (checkpoint or
+        VAE swap, also in place), so that cached encodings are never reused across VAEs."""
 
     def install(self, p: Any, offsets: ICOffsets, concat: torch.Tensor) -> None:
         """Make the next sampling call run the IC-Light UNet.

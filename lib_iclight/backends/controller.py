@@ -205,7 +205,7 @@ class ICLightController:
         parts = [images.resize_and_center_crop(request.prepared.fg, width, height)]
         if request.background is not None:
             parts.append(images.resize_and_center_crop(request.background, width, height))
-        key = (_digest(*parts), width, height, id(p.sd_model), getattr(p, "sd_model_hash", None), getattr(p, "sd_vae_name", None))
+        key = (_digest(*parts), width, height, self.backend.vae_fingerprint(p))
         cached = self._latents.get(key)
         if cached is not None:
             self._latents.move_to_end(key)

@@ -353,3 +353,24 @@ def test_settings_and_routes_are_registered(webui):
     models = TestClient(app).get("/ic-light/v1/models").json()
     assert {m["name"]: m["kind"] for m in models["models"]} == {"IC-Light-SD15-FC-fp8": "fc", "iclight_sd15_fbc": "fbc"}
     assert "u2net_human_seg" in models["rembg_models"]
+
+
+def test_encoded_conditioning_is_cached_until_the_vae_changes(webui, monkeypatch):
+    model = webui.model
+    calls = []
+    original = type(model).encode_first_stage
+
+    def counting(self, x):
+        calls.append(tuple(x.shape))
+        return original(self, x)
+
+    monkeypatch.setattr(type(model), "encode_first_stage", counting)
+    args = ic_args(input_fg=to_base64(disc_image(64, radius=17)))
+    first = pixels(run(webui, args)[1])
+    assert len(calls) == 1
+    assert same_images(pixels(run(webui, args)[1]), first) and len(calls) == 1  # cached
+    vae = model.first_stage_model
+    state = {k: v.clone() for k, v in vae.state_dict().items()}
+    vae.load_state_dict(state)  # same values, loaded in place: the cache must not trust it
+    run(webui, args)
+    assert len(calls) == 2
