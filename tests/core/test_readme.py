@@ -22,7 +22,7 @@ def test_readme_args_table_is_generated() -> None:
 
 def test_readme_names_the_test_commands_and_routes() -> None:
     text = README.read_text(encoding="utf-8")
-    for needle in ("bash .ci/run", "WEBUI_URL=http://127.0.0.1:7860 python -m pytest tests/e2e",
+    for needle in ("bash tests/run.sh", "WEBUI_URL=http://127.0.0.1:7860 python -m pytest tests/e2e",
                    "/ic-light/v1/models", "/ic-light/v1/schema", "/ic-light/v1/version",
                    "hr_additional_modules", "--ic-light-dir", "Verified on"):
         assert needle in text, needle

@@ -1,0 +1,289 @@
+"""Forge Classic and reForge adapter (``ldm_patched``, ComfyUI's ``ModelPatcher`` lineage).
+
+Where things are in this family:
+
+* ``p.sd_model.forge_objects.unet`` is a ``modules_forge.unet_patcher.UnetPatcher``, a
+  subclass of ``ldm_patched.modules.model_patcher.ModelPatcher``; its ``model`` is a
+  ComfyUI-style ``BaseModel`` whose ``apply_model`` concatenates ``c_concat`` after the
+  noisy latent. ``modules/processing.py`` resets ``forge_objects`` from
+  ``forge_objects_after_applying_lora`` right before every ``process_before_every_sampling``.
+* ``add_patches(patches, strength_patch, strength_model)`` is positional and keeps the
+  patches on the clone. ``patch_model`` merges them when the clone is loaded for sampling
+  (backing the originals up) and ``unpatch_model`` puts the backups back when another
+  patcher of the same model is loaded.
+* Padding the weight for a wider diff differs by version, so it is probed, not assumed:
+  Forge Classic's ``ModelPatcher.calculate_weight`` pads any larger 4-D diff; reForge's
+  ``ldm_patched.modules.lora.calculate_weight`` pads only when the diff carries
+  ``{"pad_weight": True}``; older ComfyUI-lineage builds (reForge ``main-old``, and the
+  early-2024 ComfyUI the tests run) pad never and log "WEIGHT NOT MERGED". For those a
+  shim wraps ``calculate_weight`` from ``install`` to ``cleanup`` and pads the weight for
+  IC-Light's own conv_in diff only (:func:`install_shim`, :func:`remove_shim`).
+* The VAE (``ldm_patched.modules.sd.VAE``) encodes BHWC pixels in 0..1 into unscaled
+  latents, sampling the posterior through ``first_stage_model.regularization``;
+  ``model.model_config.latent_format.process_in`` applies the scale factor.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import logging
+import sys
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from ..errors import ICLightError
+from ..weights import ICOffsets
+from . import forge_common as common
+
+logger = logging.getLogger("iclight.backends.forge_classic")
+
+_SHIM_FLAG = "__iclight_shim__"
+
+
+# --------------------------------------------------------------------------------------
+# Where the merge happens, and the shim for builds that cannot pad.
+
+
+@dataclass(frozen=True)
+class MergeSite:
+    """The ``calculate_weight`` a patcher's merges go through.
+
+    ``owner`` is the module (``ldm_patched.modules.lora``, reForge) or the class in the
+    patcher's MRO that defines the method (Forge Classic, older builds); ``is_method``
+    says which, i.e. whether the function takes ``self`` first.
+    """
+
+    owner: Any
+    is_method: bool
+
+    @property
+    def current(self) -> Callable:
+        return self.owner.__dict__["calculate_weight"] if self.is_method else self.owner.calculate_weight
+
+    @property
+    def original(self) -> Callable:
+        fn = self.current
+        return fn.__wrapped__ if getattr(fn, _SHIM_FLAG, False) else fn
+
+
+def merge_site(patcher: Any) -> MergeSite:
+    """Find the ``calculate_weight`` that ``patcher``'s loading calls."""
+    try:
+        lora = importlib.import_module("ldm_patched.modules.lora")
+    except Exception:  # noqa: BLE001 - not every build has it
+        lora = None
+    if lora is not None and callable(getattr(lora, "calculate_weight", None)):
+        return MergeSite(lora, False)
+    for cls in type(patcher).__mro__:
+        if "calculate_weight" in vars(cls):
+            return MergeSite(cls, True)
+    raise RuntimeError("IC Light: cannot find this WebUI's calculate_weight; this version is not supported")
+
+
+def _probe_callable(site: MergeSite, patcher: Any) -> Callable[[list, torch.Tensor, str], torch.Tensor]:
+    original = site.original
+    if site.is_method:
+        return lambda patches, weight, key: original(patcher, patches, weight, key)
+    return original
+
+
+# Conv_in diffs of installed IC-Light models, by id; only these are padded by the shim.
+_ours: "weakref.WeakValueDictionary[int, torch.Tensor]" = weakref.WeakValueDictionary()
+_shim_lock = threading.Lock()
+
+
+def _pad_for_ours(patches: Any, weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` zero-padded to IC-Light's conv_in diff if ``patches`` holds one wider than it."""
+    for entry in patches:
+        value = entry[1] if len(entry) > 1 else None
+        if not (isinstance(value, tuple) and len(value) == 1 and isinstance(value[0], torch.Tensor)):
+            continue
+        diff = value[0]
+        if _ours.get(id(diff)) is not diff or diff.ndim != 4 or weight.ndim != 4 or diff.shape == weight.shape:
+            continue
+        shape = [max(a, b) for a, b in zip(weight.shape, diff.shape)]
+        padded = weight.new_zeros(shape)
+        padded[: weight.shape[0], : weight.shape[1], : weight.shape[2], : weight.shape[3]] = weight
+        return padded
+    return weight
+
+
+def _make_shim(original: Callable, is_method: bool) -> Callable:
+    if is_method:
+        def calculate_weight(self: Any, patches: Any, weight: torch.Tensor, key: str, *args: Any, **kwargs: Any) -> Any:
+            return original(self, patches, _pad_for_ours(patches, weight), key, *args, **kwargs)
+    else:
+        def calculate_weight(patches: Any, weight: torch.Tensor, key: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+            return original(patches, _pad_for_ours(patches, weight), key, *args, **kwargs)
+    functools.update_wrapper(calculate_weight, original)  # sets __wrapped__ = original
+    setattr(calculate_weight, _SHIM_FLAG, True)
+    return calculate_weight
+
+
+def install_shim(site: MergeSite, conv_in_diff: torch.Tensor) -> None:
+    """Make ``site``'s calculate_weight pad for ``conv_in_diff``. Idempotent."""
+    with _shim_lock:
+        _ours[id(conv_in_diff)] = conv_in_diff
+        current = site.current
+        if getattr(current, _SHIM_FLAG, False):
+            return
+        setattr(site.owner, "calculate_weight", _make_shim(current, site.is_method))
+    logger.info("IC Light: this WebUI does not pad a wider conv_in diff; padding it while IC-Light is in use")
+
+
+def remove_shim(site: MergeSite) -> None:
+    """Put the original calculate_weight back, if the shim is still the one installed."""
+    with _shim_lock:
+        current = site.current
+        if getattr(current, _SHIM_FLAG, False):
+            setattr(site.owner, "calculate_weight", current.__wrapped__)
+        elif any(getattr(f, _SHIM_FLAG, False) for f in _wrapped_chain(current)):
+            logger.warning("IC Light: calculate_weight was wrapped again by someone else; leaving the chain as it is")
+
+
+def _wrapped_chain(fn: Callable) -> list[Callable]:
+    chain = []
+    while hasattr(fn, "__wrapped__") and len(chain) < 16:
+        fn = fn.__wrapped__
+        chain.append(fn)
+    return chain
+
+
+# --------------------------------------------------------------------------------------
+# The adapter.
+
+
+def _webui_flavour() -> str:
+    """"forge-classic" or "reforge", for logs; both run the same code here."""
+    version = str(getattr(sys.modules.get("modules_forge.forge_version"), "version", ""))
+    if "classic" in version.lower():
+        return "forge-classic"
+    if "ldm_patched.modules.patcher_extension" in sys.modules:
+        return "reforge"
+    try:
+        found = importlib.util.find_spec("ldm_patched.modules.patcher_extension") is not None
+    except Exception:  # noqa: BLE001
+        found = False
+    return "reforge" if found else "forge-classic"
+
+
+def _model_management(patcher: Any) -> Any:
+    """The ``model_management`` module next to the ModelPatcher class ``patcher`` derives from."""
+    for cls in type(patcher).__mro__:
+        if "unpatch_model" in vars(cls):
+            package, _, _ = cls.__module__.rpartition(".")
+            return sys.modules.get(f"{package}.model_management" if package else "model_management")
+    return None
+
+
+def _is_loaded(patcher: Any) -> bool:
+    management = _model_management(patcher)
+    loaded = getattr(management, "current_loaded_models", None)
+    if loaded is None:
+        return False
+    return any(getattr(entry, "model", None) is patcher for entry in loaded)
+
+
+class ForgeClassicBackend:
+    """The adapter for Forge Classic (Haoming02) and reForge (Panchovix)."""
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or _webui_flavour()
+        self._shims: list[MergeSite] = []
+
+    def check_model(self, p: Any) -> None:
+        common.check_sd15(p.sd_model)
+
+    def encode(self, p: Any, pixels: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] 0..1 -> [B, 4, H/8, W/8] scaled posterior mode on the UNet's device."""
+        objects = p.sd_model.forge_objects
+        vae = objects.vae
+        regularization = getattr(getattr(vae, "first_stage_model", None), "regularization", None)
+        sampled = getattr(regularization, "sample", None)
+        with torch.no_grad():
+            try:
+                if isinstance(sampled, bool):
+                    regularization.sample = False  # the posterior mode: deterministic
+                latent = vae.encode(pixels.movedim(1, -1))
+            finally:
+                if isinstance(sampled, bool):
+                    regularization.sample = sampled
+            latent = self._latent_format(p).process_in(latent)
+        return latent.to(device=objects.unet.load_device, dtype=torch.float32)
+
+    def vae_fingerprint(self, p: Any) -> tuple:
+        return common.vae_fingerprint(p.sd_model.forge_objects.vae.first_stage_model)
+
+    @staticmethod
+    def _latent_format(p: Any) -> Any:
+        fmt = getattr(getattr(p.sd_model.forge_objects.unet.model, "model_config", None), "latent_format", None)
+        if fmt is not None:
+            return fmt
+        scale = float(getattr(p.sd_model, "scale_factor", 0.18215))
+
+        class _Scale:  # the ldm LatentDiffusion attribute, if no ComfyUI latent format
+            @staticmethod
+            def process_in(latent: torch.Tensor) -> torch.Tensor:
+                return latent * scale
+
+        return _Scale
+
+    def install(self, p: Any, offsets: ICOffsets, concat: torch.Tensor) -> None:
+        unet = common.check_sd15(p.sd_model)
+        if getattr(unet, "weight_inplace_update", False):
+            raise RuntimeError("IC Light: in-place weight updates cannot widen conv_in; not supported")
+        common.install_clone(p, offsets, concat, self._make_clone)
+
+    def _style(self, base: Any, offsets: ICOffsets) -> tuple[common.PatchStyle, MergeSite | None]:
+        site = merge_site(base)
+        style = common.padding_style(_probe_callable(site, base), site.original)
+        if style is not None:
+            return style, None
+        return "diff", site
+
+    def _make_clone(self, base: Any, offsets: ICOffsets, concat: torch.Tensor) -> common.InstalledClone:
+        common.check_offset_shapes(base.model, offsets)
+        style, shim_site = self._style(base, offsets)
+        patches = common.patch_set(offsets, style)
+        if shim_site is not None:
+            install_shim(shim_site, patches.conv_in_value[0])
+            if shim_site not in self._shims:
+                self._shims.append(shim_site)
+        clone = base.clone()
+        queued = clone.patches.get(patches.conv_in_key, [])
+        if not any(len(e) > 1 and e[1] is patches.conv_in_value for e in queued):
+            added = clone.add_patches(patches.patches, 1.0, 1.0)
+            if len(added) != len(patches.patches):
+                raise ICLightError(
+                    "model_type",
+                    f"the loaded UNet took {len(added)} of {len(patches.patches)} IC-Light offsets: "
+                    "IC-Light needs an SD1.5 checkpoint",
+                )
+        previous = common.without_concat_wrappers(clone.model_options.get("model_function_wrapper"))
+        wrapper = common.ConcatWrapper(concat, offsets.in_channels - 4, previous)
+        clone.set_model_unet_function_wrapper(wrapper)
+        return common.InstalledClone(base, clone, offsets, patches, wrapper)
+
+    def cleanup(self, p: Any) -> None:
+        """Unpatch the clone the WebUI still has loaded (as loading the next patcher would),
+        put the base patcher back, and remove the calculate_weight shim."""
+        try:
+            for entry in common.release_clones(p):
+                # Only the loaded clone: newer builds share the backup dict between clones,
+                # so unpatching one that is not loaded would undo another patcher's merge.
+                if _is_loaded(entry.clone) and getattr(entry.clone, "backup", None):
+                    try:
+                        entry.clone.unpatch_model()
+                    except Exception:  # noqa: BLE001 - the next load restores them anyway
+                        logger.warning("IC Light: could not restore the UNet weights now; the WebUI restores "
+                                       "them when it loads the next model", exc_info=True)
+        finally:
+            for site in self._shims:
+                remove_shim(site)
+            self._shims.clear()

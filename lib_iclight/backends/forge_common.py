@@ -1,0 +1,423 @@
+"""What the Forge 2 and the Forge Classic / reForge adapters share.
+
+Both families load the UNet through a *patcher* (Forge 2 ``backend.patcher.unet.UnetPatcher``,
+Classic / reForge ``modules_forge.unet_patcher.UnetPatcher`` on ComfyUI's ``ModelPatcher``)
+that keeps the weights untouched until sampling starts and merges queued weight patches
+into them then. IC-Light is installed the way those WebUIs expect an extension to do it:
+
+* clone ``p.sd_model.forge_objects.unet`` and queue the offsets on the clone as plain diff
+  patches under ``diffusion_model.<ldm key>``. The WebUI merges them when it loads the
+  clone, restores the originals when it loads another patcher, and pads conv_in from 4 to
+  8 / 12 input channels (natively or through a shim, see the adapters);
+* set a ``model_function_wrapper`` on the clone that puts the conditioning latent into
+  ``c["c_concat"]``; the model's ``apply_model`` then concatenates it after the noisy latent.
+
+Kept here: the patch dicts (built once per :class:`~lib_iclight.weights.ICOffsets`), the
+concat wrapper, the checks that the loaded model is an SD1.5 UNet with 4 input channels, a
+probe for how a WebUI's merge function treats a wider diff, and the per-generation record
+of the clones made, so repeated installs (batch count, hires pass) reuse one clone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import logging
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Literal
+
+import torch
+
+from ..errors import ICLightError
+from ..unet_patch import concat_to_batch
+from ..weights import ICOffsets
+
+logger = logging.getLogger("iclight.backends.forge_common")
+
+PREFIX = "diffusion_model."
+"""Where the ldm UNet sits inside the patched model (Forge 2 ``KModel``, ComfyUI ``BaseModel``)."""
+
+CONV_IN_KEY = "input_blocks.0.0.weight"
+"""The ldm key of the weight IC-Light widens from 4 to 8 (fc) or 12 (fbc) input channels."""
+
+PatchStyle = Literal["diff", "pad_weight"]
+"""How the widened conv_in diff is written.
+
+``"diff"``: ``(tensor,)``, the plain diff patch. Forge 2 (``merge_lora_to_weight``) and
+Forge Classic (``ModelPatcher.calculate_weight``) zero-pad the weight when a 4-D diff is
+larger. ``"pad_weight"``: ``("diff", (tensor, {"pad_weight": True}))``, the flag newer
+ComfyUI-lineage merges (reForge since 2024-10) need before they pad.
+"""
+
+_MARK = "_iclight_concat"
+"""Attribute set on the c_concat tensor IC-Light put into ``c``, so a second IC-Light
+wrapper further down a wrapper chain recognises it and does not concatenate twice."""
+
+FAMILY_FLAGS = (("is_sdxl", "SDXL"), ("is_sd3", "SD3"), ("is_sd2", "SD2"))
+
+
+# --------------------------------------------------------------------------------------
+# Patch dicts.
+
+
+@dataclass(frozen=True, eq=False)
+class PatchSet:
+    """The offsets of one :class:`ICOffsets` as a WebUI patch dict.
+
+    ``patches`` maps ``"diffusion_model.<ldm key>"`` to a patch value (see
+    :data:`PatchStyle`) holding the offset tensor itself, not a copy. ``identifier`` is
+    unique per ICOffsets object: Forge 2 caches merged weights by the identifiers of the
+    queued patches, not by their contents, so another file (fc after fbc) or a re-read
+    file must never reuse one. ``conv_in_value`` is the very object queued for conv_in;
+    its identity tells whether a patcher already holds these patches.
+    """
+
+    identifier: str
+    style: PatchStyle
+    patches: dict[str, tuple]
+    conv_in_value: tuple
+
+    @property
+    def conv_in_key(self) -> str:
+        return PREFIX + CONV_IN_KEY
+
+
+_sets_lock = threading.Lock()
+_serials = itertools.count(1)
+_identifiers: "weakref.WeakKeyDictionary[ICOffsets, str]" = weakref.WeakKeyDictionary()
+_patch_sets: "weakref.WeakKeyDictionary[ICOffsets, dict[str, PatchSet]]" = weakref.WeakKeyDictionary()
+
+
+def patch_value(tensor: torch.Tensor, style: PatchStyle) -> tuple:
+    """One diff patch in the given style (see :data:`PatchStyle`)."""
+    if style == "pad_weight":
+        return ("diff", (tensor, {"pad_weight": True}))
+    return (tensor,)
+
+
+def patch_set(offsets: ICOffsets, style: PatchStyle) -> PatchSet:
+    """The patch dict of ``offsets``, built once per (offsets object, style) and cached
+    while the offsets object lives, so nothing is rebuilt per sampling call."""
+    with _sets_lock:
+        by_style = _patch_sets.setdefault(offsets, {})
+        built = by_style.get(style)
+        if built is not None:
+            return built
+        identifier = _identifiers.get(offsets)
+        if identifier is None:
+            identifier = f"IC-Light/{offsets.info.name}#{next(_serials)}"
+            _identifiers[offsets] = identifier
+        patches: dict[str, tuple] = {}
+        for key, tensor in offsets.tensors.items():
+            # Only conv_in is wider than the model's weight; every other diff is plain.
+            patches[PREFIX + key] = patch_value(tensor, style) if key == CONV_IN_KEY else (tensor,)
+        if PREFIX + CONV_IN_KEY not in patches:
+            raise ICLightError("model_type", f"{offsets.info.name} has no conv_in offset")
+        built = PatchSet(identifier, style, patches, patches[PREFIX + CONV_IN_KEY])
+        by_style[style] = built
+        return built
+
+
+# --------------------------------------------------------------------------------------
+# How a WebUI's merge function treats a diff wider than the weight.
+
+_styles: "weakref.WeakKeyDictionary[Callable, PatchStyle | None]" = weakref.WeakKeyDictionary()
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence the merge's shape-mismatch warning (``print`` or ``logging``) while probing."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.disable(previous)
+
+
+def pads_wider_diff(merge: Callable[[list, torch.Tensor, str], torch.Tensor], style: PatchStyle) -> bool:
+    """Whether ``merge(patches, weight, key)`` zero-pads a weight of [1, 1, 1, 1] to a diff
+    of [1, 2, 1, 1] given in ``style``; exercises the WebUI's own code on tiny tensors.
+
+    The probe entry has the five fields of the newest layout (strength, value,
+    strength_model, offset, function); older merges read only the first three.
+    """
+    weight = torch.zeros(1, 1, 1, 1)
+    diff = torch.ones(1, 2, 1, 1)
+    entry = (1.0, patch_value(diff, style), 1.0, None, None)
+    try:
+        with _quiet():
+            merged = merge([entry], weight, "iclight-probe")
+    except Exception as exc:  # noqa: BLE001 - any failure means "not this style"
+        logger.debug("merge probe (%s) raised %r", style, exc)
+        return False
+    return isinstance(merged, torch.Tensor) and tuple(merged.shape) == (1, 2, 1, 1) and bool(
+        torch.equal(merged.detach().float().cpu(), diff)
+    )
+
+
+def padding_style(merge: Callable[[list, torch.Tensor, str], torch.Tensor], cache_key: Callable) -> PatchStyle | None:
+    """The first style in which ``merge`` pads a wider conv_in diff, or None if it pads in
+    neither (then the adapter needs a shim). Cached per ``cache_key`` (the function object)."""
+    with _sets_lock:
+        if cache_key in _styles:
+            return _styles[cache_key]
+    style: PatchStyle | None = None
+    for candidate in ("diff", "pad_weight"):
+        if pads_wider_diff(merge, candidate):  # type: ignore[arg-type]
+            style = candidate  # type: ignore[assignment]
+            break
+    with _sets_lock:
+        _styles[cache_key] = style
+    logger.debug("merge %r pads a wider diff with style %s", cache_key, style)
+    return style
+
+
+# --------------------------------------------------------------------------------------
+# The concat wrapper.
+
+
+class ConcatWrapper:
+    """``model_function_wrapper`` that feeds the IC-Light latent as ``c["c_concat"]``.
+
+    Called by the WebUI as ``wrapper(apply_model, {"input", "timestep", "c",
+    "cond_or_uncond"})`` for every UNet batch. ``input`` is [N, 4, h, w] (cond and uncond
+    rows batched, N any multiple of the image batch); ``concat`` [1, 4 or 8, h, w] scaled
+    latents is repeated to N rows and cast to the input's dtype and device. Chains to the
+    wrapper that was set before (``previous``), or calls ``apply_model`` itself.
+    """
+
+    def __init__(self, concat: torch.Tensor, channels: int, previous: Callable | None = None) -> None:
+        self.channels = channels
+        self.previous = previous
+        self.concat = self._checked(concat)
+        self.calls = 0
+
+    def _checked(self, concat: torch.Tensor) -> torch.Tensor:
+        if concat.ndim != 4 or concat.shape[1] != self.channels:
+            raise RuntimeError(
+                f"IC-Light conditioning has shape {tuple(concat.shape)}, the model expects "
+                f"[1, {self.channels}, h, w]"
+            )
+        return concat.detach()
+
+    def set_concat(self, concat: torch.Tensor) -> None:
+        """Use a new conditioning latent (e.g. at the hires size) from the next call on."""
+        self.concat = self._checked(concat)
+
+    def __call__(self, apply_model: Callable[..., torch.Tensor], args: dict[str, Any]) -> torch.Tensor:
+        self.calls += 1
+        c = args["c"]
+        existing = c.get("c_concat")
+        if existing is None:
+            concat = concat_to_batch(self.concat, args["input"])
+            setattr(concat, _MARK, True)
+            c = {**c, "c_concat": concat}
+            args = {**args, "c": c}
+        elif not getattr(existing, _MARK, False):
+            raise RuntimeError(
+                "IC-Light cannot run together with another extension or model input that also "
+                f"feeds c_concat (got a tensor of shape {tuple(existing.shape)})"
+            )
+        # else: an IC-Light wrapper higher up the chain already set it.
+        if self.previous is not None:
+            return self.previous(apply_model, args)
+        return apply_model(args["input"], args["timestep"], **c)
+
+
+def without_concat_wrappers(wrapper: Callable | None) -> Callable | None:
+    """``wrapper`` with IC-Light's own wrappers peeled off its top, so that cloning a clone
+    (Forge 2's hires hook runs once before the WebUI resets the patcher) does not stack them."""
+    while isinstance(wrapper, ConcatWrapper):
+        wrapper = wrapper.previous
+    return wrapper
+
+
+# --------------------------------------------------------------------------------------
+# Model checks.
+
+
+def unet_in_channels(unet: Any) -> int | None:
+    """Input channels the loaded UNet was *built* with (4 for SD1.5, 9 for inpainting).
+
+    Read from the model's configuration, not from conv_in's weight: between generations
+    the weight may still hold a merged IC-Light conv_in (8 or 12 channels) until the
+    WebUI restores it lazily.
+    """
+    model = getattr(unet, "model", None)
+    diffusion_model = getattr(model, "diffusion_model", None)
+    channels = getattr(diffusion_model, "in_channels", None)
+    if isinstance(channels, int):
+        return channels
+    for config in (getattr(getattr(model, "model_config", None), "unet_config", None),
+                   getattr(getattr(model, "config", None), "unet_config", None)):
+        if isinstance(config, dict) and isinstance(config.get("in_channels"), int):
+            return config["in_channels"]
+    return None
+
+
+def check_sd15(sd_model: Any) -> Any:
+    """Raise ICLightError("model_type") unless ``sd_model`` is a loaded SD1.5 checkpoint
+    whose UNet takes 4 channels. Returns its ``forge_objects.unet`` patcher."""
+    objects = getattr(sd_model, "forge_objects", None)
+    unet = getattr(objects, "unet", None)
+    if unet is None:
+        # Forge 2 holds a placeholder until the first generation loads a checkpoint.
+        raise ICLightError("model_type", "no checkpoint is loaded yet; load an SD1.5 checkpoint first")
+    for flag, family in FAMILY_FLAGS:
+        if getattr(sd_model, flag, False):
+            raise ICLightError("model_type", f"IC-Light needs an SD1.5 checkpoint, but the loaded one is {family}")
+    if not getattr(sd_model, "is_sd1", True):
+        # Forge 2's Flux / Chroma engines set none of the SD flags.
+        raise ICLightError(
+            "model_type", f"IC-Light needs an SD1.5 checkpoint, but the loaded one is {type(sd_model).__name__}"
+        )
+    channels = unet_in_channels(unet)
+    if getattr(sd_model, "is_inpaint", False) or (channels is not None and channels != 4):
+        kind = "an inpainting checkpoint" if channels in (None, 9) else f"a checkpoint whose UNet takes {channels} channels"
+        raise ICLightError(
+            "model_type", f"IC-Light needs a plain SD1.5 checkpoint (4-channel UNet input), but the loaded one is {kind}"
+        )
+    return unet
+
+
+def check_offset_shapes(model: torch.nn.Module, offsets: ICOffsets) -> None:
+    """Raise ICLightError("model_type") unless every offset has a parameter of its shape
+    under ``diffusion_model.`` (conv_in: same except the input channels)."""
+    shapes = {name: tuple(param.shape) for name, param in model.named_parameters()}
+    for key, tensor in offsets.tensors.items():
+        have = shapes.get(PREFIX + key)
+        want = tuple(tensor.shape)
+        if have is None:
+            raise ICLightError(
+                "model_type",
+                f"the loaded UNet has no parameter {key} (needed by {offsets.info.name}): IC-Light needs an SD1.5 checkpoint",
+            )
+        fits = have == want or (
+            key == CONV_IN_KEY and len(have) == len(want) == 4 and have[0] == want[0] and have[2:] == want[2:]
+        )
+        if not fits:
+            raise ICLightError(
+                "model_type",
+                f"the IC-Light offset {key} has shape {list(want)} but the loaded UNet has {list(have)}: "
+                "IC-Light needs an unquantized SD1.5 checkpoint",
+            )
+
+
+# --------------------------------------------------------------------------------------
+# VAE identity.
+
+_vae_tokens = itertools.count(1)
+_TOKEN = "_iclight_vae_token"
+
+
+def vae_fingerprint(first_stage_model: torch.nn.Module) -> tuple:
+    """Changes whenever the VAE's weights may have: another model object (Forge 2 reloads
+    the whole model for a VAE or checkpoint change), or weights loaded in place (Forge
+    Classic's ``sd_vae`` calls ``load_state_dict``, which bumps the Parameters' version).
+
+    A token stored on the model object stands for its identity: ``id()`` can be reused
+    by a new model once the old one is freed.
+    """
+    token = first_stage_model.__dict__.get(_TOKEN)
+    if token is None:
+        token = next(_vae_tokens)
+        first_stage_model.__dict__[_TOKEN] = token
+    first = next(first_stage_model.parameters(), None)
+    return (token, None) if first is None else (token, id(first), first._version)
+
+
+# --------------------------------------------------------------------------------------
+# Per-generation record.
+
+
+@dataclass
+class InstalledClone:
+    """One patched clone: made from ``base`` (the patcher the WebUI had set) for ``offsets``."""
+
+    base: Any
+    clone: Any
+    offsets: ICOffsets
+    patches: PatchSet
+    wrapper: ConcatWrapper
+
+
+@dataclass
+class GenerationState:
+    """What one generation (one ``p``) holds between hooks."""
+
+    installed: list[InstalledClone] = field(default_factory=list)
+
+    def by_clone(self, patcher: Any) -> InstalledClone | None:
+        return next((e for e in self.installed if e.clone is patcher), None)
+
+    def by_base(self, base: Any, offsets: ICOffsets) -> InstalledClone | None:
+        return next((e for e in self.installed if e.base is base and e.offsets is offsets), None)
+
+
+_STATE = "_iclight_forge"
+
+
+def state_of(p: Any, create: bool = True) -> GenerationState | None:
+    state = getattr(p, _STATE, None)
+    if state is None and create:
+        state = GenerationState()
+        setattr(p, _STATE, state)
+    return state
+
+
+def drop_state(p: Any) -> None:
+    if getattr(p, _STATE, None) is not None:
+        delattr(p, _STATE)
+
+
+def install_clone(
+    p: Any,
+    offsets: ICOffsets,
+    concat: torch.Tensor,
+    make_clone: Callable[[Any, ICOffsets, torch.Tensor], InstalledClone],
+) -> InstalledClone:
+    """Point ``p.sd_model.forge_objects.unet`` at a clone patched for ``offsets``.
+
+    The clone made from the current patcher is remembered and reused while the WebUI
+    resets ``forge_objects`` to the same base patcher (batch count, hires pass): only its
+    conditioning latent changes, so the WebUI sees an already loaded patcher and merges
+    nothing again. If the current patcher is one of our clones (Forge 2 calls the hook
+    once more before resetting), its base is used instead, so clones never stack.
+    """
+    objects = p.sd_model.forge_objects
+    current = objects.unet
+    state = state_of(p)
+    assert state is not None
+    known = state.by_clone(current)
+    base = known.base if known is not None else current
+    entry = state.by_base(base, offsets)
+    if entry is None:
+        entry = make_clone(base, offsets, concat)
+        state.installed.append(entry)
+        logger.debug("IC-Light: new patched clone for %s (%s)", offsets.info.name, entry.patches.identifier)
+    else:
+        entry.wrapper.set_concat(concat)
+    objects.unet = entry.clone
+    return entry
+
+
+def release_clones(p: Any) -> list[InstalledClone]:
+    """Forget the clones of this generation and put the base patcher back where one of our
+    clones is still set, so nothing after the generation samples through a clone."""
+    state = state_of(p, create=False)
+    if state is None:
+        return []
+    objects = getattr(getattr(p, "sd_model", None), "forge_objects", None)
+    current = getattr(objects, "unet", None)
+    known = state.by_clone(current) if current is not None else None
+    if known is not None:
+        objects.unet = known.base
+    installed = list(state.installed)
+    state.installed.clear()
+    drop_state(p)
+    return installed

@@ -1,0 +1,1 @@
+"""Stand-in for Forge 2's ``backend/diffusion_engine`` package."""

@@ -1,0 +1,1 @@
+"""Stand-in for the ``ldm_patched`` package of Forge Classic / reForge (tests only)."""

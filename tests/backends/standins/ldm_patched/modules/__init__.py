@@ -1,0 +1,1 @@
+"""Stand-in for ``ldm_patched/modules`` (Forge Classic / reForge)."""

@@ -1,0 +1,265 @@
+"""The Forge 2 adapter on stand-ins of Forge 2's patchers, sampling a tiny real ldm UNet."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from lib_iclight.backends import forge_common
+from lib_iclight.backends.forge import ForgeBackend
+from lib_iclight.errors import ICLightError
+from tests.backends import harness as h
+from tests.helpers.tiny_unet import assert_same, snapshot
+
+
+@pytest.fixture
+def merges(standins, monkeypatch):
+    """Counts the weights Forge's LoraLoader merges (not the adapter's probe calls)."""
+    import backend.patcher.lora as lora
+
+    calls: list[str] = []
+    original = lora.merge_lora_to_weight
+
+    def counting(patches, weight, key="online_lora", computation_dtype=torch.float32):
+        if key != "iclight-probe":
+            calls.append(key)
+        return original(patches, weight, key, computation_dtype)
+
+    monkeypatch.setattr(lora, "merge_lora_to_weight", counting)
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["fc", "fbc"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_sampling_matches_the_core_patch_and_the_model_is_restored(standins, kind, batch):
+    unet = h.tiny_unet()
+    p = h.forge_p(unet)
+    offsets, concat = h.ic_offsets(unet, kind), h.ic_concat(kind)
+    expected = h.reference_sample(h.forge_p, unet, offsets, concat, h.load_forge, batch=batch)
+    before = snapshot(unet)
+    plain = h.sample(p.sd_model.forge_objects.unet, h.load_forge, batch=batch)
+
+    backend = ForgeBackend()
+    h.reset(p)
+    backend.install(p, offsets, concat)
+    seen = h.ConvInInputs(unet)
+    ic = h.sample(p.sd_model.forge_objects.unet, h.load_forge, batch=batch)
+    seen.close()
+
+    assert not torch.allclose(ic, plain)
+    assert torch.equal(ic, expected)
+    # cond and uncond rows in one batch, each with 4 noisy + 4/8 conditioning channels
+    assert set(seen.shapes) == {(2 * batch, 4 + concat.shape[1], 8, 8)}
+
+    backend.cleanup(p)
+    assert p.sd_model.forge_objects.unet is p.sd_model.forge_objects_after_applying_lora.unet
+    assert_same(unet, before)  # the very same Parameter objects, same values
+    h.reset(p)
+    assert torch.equal(h.sample(p.sd_model.forge_objects.unet, h.load_forge, batch=batch), plain)
+
+
+def test_batch_count_reuses_one_clone_and_merges_once(standins, merges):
+    unet = h.tiny_unet()
+    p = h.forge_p(unet)
+    offsets, concat = h.ic_offsets(unet, "fc"), h.ic_concat("fc")
+    backend = ForgeBackend()
+    seen = h.ConvInInputs(unet)
+    clones, results = [], []
+    for _ in range(3):  # processing.py resets forge_objects before every sampling call
+        h.reset(p)
+        backend.install(p, offsets, concat)
+        clones.append(p.sd_model.forge_objects.unet)
+        results.append(h.sample(p.sd_model.forge_objects.unet, h.load_forge, batch=2))
+    seen.close()
+    backend.cleanup(p)
+
+    assert clones[0] is clones[1] is clones[2]
+    assert len(merges) == len(offsets.tensors)  # one merge per key, not per sampling call
+    assert set(seen.shapes) == {(4, 8, 8, 8)}  # the concat never stacks
+    assert torch.equal(results[0], results[1]) and torch.equal(results[1], results[2])
+
+
+def test_hires_pass_installs_again_at_the_bigger_size(standins, merges):
+    unet = h.tiny_unet()
+    p = h.forge_p(unet)
+    offsets = h.ic_offsets(unet, "fbc")
+    small, big = h.ic_concat("fbc", size=8), h.ic_concat("fbc", size=16, seed=4)
+    expected = h.reference_sample(h.forge_p, unet, offsets, big, h.load_forge, size=16, seed=5)
+    backend = ForgeBackend()
+
+    h.reset(p)
+    backend.install(p, offsets, small)
+    h.sample(p.sd_model.forge_objects.unet, h.load_forge)
+    # Forge 2's sample_hr_pass: the hook once before the reset, once after it.
+    backend.install(p, offsets, big)
+    h.reset(p)
+    backend.install(p, offsets, big)
+    clone = p.sd_model.forge_objects.unet
+    seen = h.ConvInInputs(unet)
+    hires = h.sample(clone, h.load_forge, size=16, seed=5)
+    seen.close()
+    backend.cleanup(p)
+
+    assert set(seen.shapes) == {(2, 12, 16, 16)}
+    assert torch.equal(hires, expected)
+    wrapper = clone.model_options["model_function_wrapper"]
+    assert isinstance(wrapper, forge_common.ConcatWrapper) and wrapper.previous is None
+    assert len(merges) == len(offsets.tensors)
+
+
+def test_a_wrapper_set_before_is_chained_and_kept(standins):
+    unet = h.tiny_unet()
+    p = h.forge_p(unet)
+    offsets, concat = h.ic_offsets(unet, "fc"), h.ic_concat("fc")
+    expected = h.reference_sample(h.forge_p, unet, offsets, concat, h.load_forge, batch=2)
+    seen = []
+
+    def other_extension(apply_model, args):
+        seen.append(tuple(args["c"]["c_concat"].shape))
+        return apply_model(args["input"], args["timestep"], **args["c"])
+
+    base = p.sd_model.forge_objects_after_applying_lora.unet
+    base.set_model_unet_function_wrapper(other_extension)
+    backend = ForgeBackend()
+    h.reset(p)
+    backend.install(p, offsets, concat)
+    result = h.sample(p.sd_model.forge_objects.unet, h.load_forge, batch=2)
+    backend.cleanup(p)
+
+    assert seen and set(seen) == {(4, 4, 8, 8)}
+    assert torch.equal(result, expected)
+    assert base.model_options["model_function_wrapper"] is other_extension
+
+
+@pytest.mark.parametrize("clean_between", [True, False])
+def test_switching_fc_to_fbc_never_reuses_stale_merged_weights(standins, clean_between):
+    unet = h.tiny_unet()
+    p1 = h.forge_p(unet)
+    fc, fbc = h.ic_offsets(unet, "fc", seed=1), h.ic_offsets(unet, "fbc", seed=2)
+    fbc_concat = h.ic_concat("fbc")
+    expected = h.reference_sample(h.forge_p, unet, fbc, fbc_concat, h.load_forge)
+    backend = ForgeBackend()
+
+    h.reset(p1)
+    backend.install(p1, fc, h.ic_concat("fc"))
+    h.sample(p1.sd_model.forge_objects.unet, h.load_forge)
+    if clean_between:
+        backend.cleanup(p1)  # else: a failed generation left the fc merge in place
+
+    p2 = SimpleNamespace(sd_model=p1.sd_model)
+    h.reset(p2)
+    backend.install(p2, fbc, fbc_concat)
+    assert torch.equal(h.sample(p2.sd_model.forge_objects.unet, h.load_forge), expected)
+    backend.cleanup(p2)
+    identifiers = [forge_common.patch_set(o, "diff").identifier for o in (fc, fbc)]
+    assert identifiers[0] != identifiers[1]
+
+
+def test_patch_sets_are_built_once_per_offsets_object(standins):
+    unet = h.tiny_unet()
+    first, again = h.ic_offsets(unet, "fc"), h.ic_offsets(unet, "fc")  # same name, re-read
+    a, b = forge_common.patch_set(first, "diff"), forge_common.patch_set(first, "diff")
+    assert a is b
+    assert a.patches["diffusion_model.out.2.bias"][0] is first.tensors["out.2.bias"]  # no copies
+    assert forge_common.patch_set(again, "diff").identifier != a.identifier
+
+
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda unet: h.forge_p(unet, is_sd1=False, is_sdxl=True), "SDXL"),
+        # Flux / Chroma engines set no SD flag at all: named by their class
+        (lambda unet: h.forge_p(unet, is_sd1=False), "ForgeDiffusionEngine"),
+    ],
+)
+def test_other_model_families_are_refused(standins, make, words):
+    unet = h.tiny_unet()
+    p = make(unet)
+    for call in (lambda: ForgeBackend().check_model(p),
+                 lambda: ForgeBackend().install(p, h.ic_offsets(unet), h.ic_concat())):
+        with pytest.raises(ICLightError) as info:
+            call()
+        assert info.value.arg == "model_type" and words in str(info.value)
+        assert str(info.value).startswith("model_type:")
+
+
+def test_inpainting_and_unloaded_models_are_refused(standins):
+    p = h.forge_p(h.inpainting_unet(), is_inpaint=True)
+    with pytest.raises(ICLightError, match=r"^model_type: .*inpainting"):
+        ForgeBackend().check_model(p)
+    fake_initial_model = SimpleNamespace(sd_model=SimpleNamespace(cond_stage_model=None, chunk_length=75))
+    with pytest.raises(ICLightError, match=r"^model_type: no checkpoint is loaded"):
+        ForgeBackend().check_model(fake_initial_model)
+
+
+def test_a_merged_conv_in_left_from_a_failed_run_is_not_mistaken_for_inpainting(standins):
+    unet = h.tiny_unet()
+    p = h.forge_p(unet)
+    h.reset(p)
+    ForgeBackend().install(p, h.ic_offsets(unet, "fbc"), h.ic_concat("fbc"))
+    h.sample(p.sd_model.forge_objects.unet, h.load_forge)
+    assert unet.input_blocks[0][0].weight.shape[1] == 12  # no cleanup: still merged
+    ForgeBackend().check_model(SimpleNamespace(sd_model=p.sd_model))
+
+
+def test_encode_returns_the_scaled_posterior_mode(standins):
+    unet = h.tiny_unet()
+    p = h.forge_p(unet)
+    vae = p.sd_model.forge_objects.vae
+    pixels = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    latents = ForgeBackend().encode(p, pixels)
+    with torch.no_grad():
+        moments = vae.first_stage_model.quant_conv(vae.first_stage_model.encoder(pixels * 2 - 1))
+    assert latents.shape == (2, 4, 4, 4) and latents.dtype == torch.float32
+    assert torch.allclose(latents, moments[:, :4] * 0.18215, atol=1e-6)
+    assert torch.equal(ForgeBackend().encode(p, pixels), latents)
+    assert "model_vae_regulation" not in vae.patcher.model_options  # the WebUI's VAE is untouched
+
+
+def test_a_conditioning_of_the_wrong_size_fails_clearly(standins):
+    unet = h.tiny_unet()
+    p = h.forge_p(unet)
+    h.reset(p)
+    ForgeBackend().install(p, h.ic_offsets(unet, "fc"), h.ic_concat("fc", size=16))
+    with pytest.raises(RuntimeError, match=r"conditioning latent is \(16, 16\) but the UNet input is \(8, 8\)"):
+        h.sample(p.sd_model.forge_objects.unet, h.load_forge)
+
+
+def test_the_wrapper_refuses_a_foreign_c_concat_and_never_doubles_its_own(standins):
+    concat = h.ic_concat("fc")
+    inner = forge_common.ConcatWrapper(concat, 4)
+    outer = forge_common.ConcatWrapper(concat, 4, previous=inner)
+    got = []
+
+    def apply_model(x, t, **c):
+        got.append(c["c_concat"].shape)
+        return x
+
+    x = torch.zeros(6, 4, 8, 8)
+    outer(apply_model, {"input": x, "timestep": torch.ones(6), "c": {}, "cond_or_uncond": [0, 1]})
+    assert got == [(6, 4, 8, 8)]
+    with pytest.raises(RuntimeError, match="also feeds c_concat"):
+        inner(apply_model, {"input": x, "timestep": torch.ones(6), "c": {"c_concat": torch.zeros(6, 5, 8, 8)}})
+    with pytest.raises(RuntimeError, match=r"expects \[1, 8, h, w\]"):
+        forge_common.ConcatWrapper(concat, 8)
+
+
+def test_cleanup_without_install_does_nothing(standins):
+    p = h.forge_p(h.tiny_unet())
+    ForgeBackend().cleanup(p)
+    ForgeBackend().cleanup(p)
+
+
+def test_the_vae_fingerprint_follows_the_vae(standins):
+    p = h.forge_p(h.tiny_unet())
+    backend = ForgeBackend()
+    first = backend.vae_fingerprint(p)
+    assert backend.vae_fingerprint(p) == first
+    hash(first)
+    vae_model = p.sd_model.forge_objects.vae.first_stage_model
+    vae_model.load_state_dict(vae_model.state_dict())  # weights loaded in place
+    assert backend.vae_fingerprint(p) != first
+    other = h.forge_p(h.tiny_unet())  # a reloaded model: new VAE objects
+    assert backend.vae_fingerprint(other) not in (first, backend.vae_fingerprint(p))
