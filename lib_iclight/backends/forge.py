@@ -27,7 +27,6 @@ from typing import Any
 
 import torch
 
-from ..errors import ICLightError
 from ..weights import ICOffsets
 from . import forge_common as common
 
@@ -99,16 +98,8 @@ class ForgeBackend:
             filename=patches.identifier, patches=patches.patches,
             strength_patch=1.0, strength_model=1.0, online_mode=False,
         )
-        if len(added) != len(patches.patches):
-            raise ICLightError(
-                "model_type",
-                f"the loaded UNet took {len(added)} of {len(patches.patches)} IC-Light offsets: "
-                "IC-Light needs an SD1.5 checkpoint",
-            )
-        previous = common.without_concat_wrappers(clone.model_options.get("model_function_wrapper"))
-        wrapper = common.ConcatWrapper(concat, offsets.in_channels - 4, previous)
-        clone.set_model_unet_function_wrapper(wrapper)
-        return common.InstalledClone(base, clone, offsets, patches, wrapper)
+        common.require_all_patches(added, patches)
+        return common.attach_concat(base, clone, offsets, patches, concat)
 
     def cleanup(self, p: Any) -> None:
         """Put the base patcher back and, if the IC-Light merge is what the weights hold,

@@ -37,7 +37,6 @@ from typing import Any, Callable
 
 import torch
 
-from ..errors import ICLightError
 from ..weights import ICOffsets
 from . import forge_common as common
 
@@ -258,17 +257,8 @@ class ForgeClassicBackend:
         clone = base.clone()
         queued = clone.patches.get(patches.conv_in_key, [])
         if not any(len(e) > 1 and e[1] is patches.conv_in_value for e in queued):
-            added = clone.add_patches(patches.patches, 1.0, 1.0)
-            if len(added) != len(patches.patches):
-                raise ICLightError(
-                    "model_type",
-                    f"the loaded UNet took {len(added)} of {len(patches.patches)} IC-Light offsets: "
-                    "IC-Light needs an SD1.5 checkpoint",
-                )
-        previous = common.without_concat_wrappers(clone.model_options.get("model_function_wrapper"))
-        wrapper = common.ConcatWrapper(concat, offsets.in_channels - 4, previous)
-        clone.set_model_unet_function_wrapper(wrapper)
-        return common.InstalledClone(base, clone, offsets, patches, wrapper)
+            common.require_all_patches(clone.add_patches(patches.patches, 1.0, 1.0), patches)
+        return common.attach_concat(base, clone, offsets, patches, concat)
 
     def cleanup(self, p: Any) -> None:
         """Unpatch the clone the WebUI still has loaded (as loading the next patcher would),

@@ -346,6 +346,24 @@ class InstalledClone:
     wrapper: ConcatWrapper
 
 
+def require_all_patches(added: Any, patches: PatchSet) -> None:
+    """Refuse a UNet that did not take every offset (``add_patches`` returns the keys it took)."""
+    if len(added) != len(patches.patches):
+        raise ICLightError(
+            "model_type",
+            f"the loaded UNet took {len(added)} of {len(patches.patches)} IC-Light offsets: "
+            "IC-Light needs an SD1.5 checkpoint",
+        )
+
+
+def attach_concat(base: Any, clone: Any, offsets: ICOffsets, patches: PatchSet, concat: torch.Tensor) -> InstalledClone:
+    """Give ``clone`` the concat wrapper, chained to any wrapper another extension set."""
+    previous = without_concat_wrappers(clone.model_options.get("model_function_wrapper"))
+    wrapper = ConcatWrapper(concat, offsets.in_channels - 4, previous)
+    clone.set_model_unet_function_wrapper(wrapper)
+    return InstalledClone(base, clone, offsets, patches, wrapper)
+
+
 @dataclass
 class GenerationState:
     """What one generation (one ``p``) holds between hooks."""
