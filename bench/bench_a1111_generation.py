@@ -100,7 +100,9 @@ def main() -> None:
         p.script_args = tuple(args)
         start = time.perf_counter()
         processing.process_images(p)
-        return time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        print(f"  {'IC' if args[0] else 'plain'} generation: {elapsed:.2f} s", flush=True)
+        return elapsed
 
     generate(defaults)  # warm-up: allocator, kernels
     rss_plain = rss_gb()

@@ -1,0 +1,80 @@
+"""Patch and unpatch cost of the core UNet patch on a full-size SD1.5 ldm UNet (CPU).
+
+Prints the time to apply the patch (first apply: merges every offset; re-apply within the
+same generation: swaps cached merges back in) and to remove it, each as a ratio to one
+UNet forward at a 64x64 latent (batch 1, i.e. 512x512 pixels), in the same run.
+
+Run: python bench/bench_unet_patch.py [--threads N] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lib_iclight.unet_patch import UNetPatch  # noqa: E402
+
+SD15 = dict(image_size=64, in_channels=4, out_channels=4, model_channels=320, attention_resolutions=[4, 2, 1],
+            num_res_blocks=2, channel_mult=[1, 2, 4, 4], num_heads=8, use_spatial_transformer=True,
+            transformer_depth=1, context_dim=768, legacy=False)
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--repeats", type=int, default=3)
+    opts = parser.parse_args()
+    torch.set_num_threads(opts.threads)
+
+    from ldm.modules.diffusionmodules.openaimodel import UNetModel
+
+    unet = UNetModel(**SD15).eval()
+    gen = torch.Generator().manual_seed(0)
+    offsets = {}
+    for key, value in unet.state_dict().items():
+        shape = list(value.shape)
+        if key == "input_blocks.0.0.weight":
+            shape[1] = 8
+        offsets[key] = (torch.randn(shape, generator=gen) * 0.01).half()
+    x = torch.randn(1, 4, 64, 64)
+    t = torch.tensor([500.0])
+    context = torch.randn(1, 77, 768)
+    concat = torch.randn(1, 4, 64, 64)
+
+    with torch.no_grad():
+        unet(x, t, context=context)  # warm-up
+        forward = statistics.median(timed(lambda: unet(x, t, context=context)) for _ in range(opts.repeats))
+
+    first, reapply, remove = [], [], []
+    for _ in range(opts.repeats):
+        patch = UNetPatch(unet, offsets, concat)
+        first.append(timed(patch.apply))
+        remove.append(timed(patch.remove))
+        reapply.append(timed(patch.apply))
+        remove.append(timed(patch.remove))
+        patch.release()
+    first_s, reapply_s, remove_s = (statistics.median(v) for v in (first, reapply, remove))
+    print(f"threads={opts.threads}; SD1.5 UNet float32, offsets float16 ({len(offsets)} tensors)")
+    print(f"one UNet forward, 64x64 latent, batch 1: {forward:.3f} s")
+    print(f"patch, first apply (merge all offsets): {first_s:.3f} s = {first_s / forward:.3f} forwards")
+    print(f"patch, re-apply (cached merges):        {reapply_s * 1e3:.2f} ms = {reapply_s / forward:.5f} forwards")
+    print(f"unpatch:                                {remove_s * 1e3:.2f} ms = {remove_s / forward:.5f} forwards")
+
+
+if __name__ == "__main__":
+    main()
