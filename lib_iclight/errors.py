@@ -11,9 +11,15 @@ class ICLightError(ValueError):
     ``foreground_threshold: expected an int in 0..255, got "abc"``.
     """
 
+    status_code = 422
+    """The WebUIs' API exception handler answers with ``vars(e).get("status_code", 500)``:
+    a request IC-Light refuses is the caller's to fix, so it is a 422, not a server error."""
+
     def __init__(self, arg: str, problem: str) -> None:
         self.arg = arg
         self.problem = problem
+        # an instance attribute, because the handler reads vars(e), not the class
+        self.status_code = ICLightError.status_code
         super().__init__(f"{arg}: {problem}")
 
     @classmethod

@@ -36,7 +36,10 @@ ONNXRUNTIME_DISTS = (
     "ort-nightly-gpu",
 )
 OPENCV_DISTS = ("opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless")
-HELD_DISTS = ("numpy", "pillow", *OPENCV_DISTS)
+HELD_DISTS = ("numpy", "pillow", "protobuf", *OPENCV_DISTS)
+"""Packages the WebUI pins that a new dependency could move: their installed version is
+repeated in the same pip command. protobuf: onnxruntime >= 1.20 asks for protobuf >= 4.25,
+which moved Forge 2's pinned 3.20 (seen on a live Forge 2 install)."""
 """Installed packages whose exact version is repeated in the pip command, to keep them."""
 
 RELEVANT_DISTS = ("rembg", "safetensors", *ONNXRUNTIME_DISTS, *HELD_DISTS)

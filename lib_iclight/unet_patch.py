@@ -37,8 +37,23 @@ class _Slot:
     module: nn.Module
     attr: str
     original: nn.Parameter
-    original_version: int
+    original_version: int | None
     merged: nn.Parameter
+
+
+def tensor_version(tensor: torch.Tensor) -> int | None:
+    """The in-place modification counter of ``tensor``, or None when torch keeps none.
+
+    Forge 2 builds its models under ``torch.inference_mode()``: their parameters are
+    inference tensors, and reading ``_version`` on those raises. None means "cannot
+    tell", and callers must then assume the tensor may have changed.
+    """
+    if tensor.is_inference():
+        return None
+    try:
+        return tensor._version
+    except RuntimeError:
+        return None
 
 
 def merge_offset(original: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
@@ -145,12 +160,13 @@ class UNetPatch:
         current = module._parameters[attr]
         cached = self._slots.get(key)
         if cached is not None and cached.module is module and cached.original is current:
-            if current._version == cached.original_version:
+            version = tensor_version(current)
+            if version is not None and version == cached.original_version:
                 return cached
         _check_shapes(key, current, offset)
         merged = nn.Parameter(merge_offset(current, offset), requires_grad=False)
         self.merges += 1
-        slot = _Slot(module, attr, current, current._version, merged)
+        slot = _Slot(module, attr, current, tensor_version(current), merged)
         self._slots[key] = slot
         return slot
 

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from ..errors import ICLightError
-from ..unet_patch import CONV_IN, UNetPatch
+from ..unet_patch import CONV_IN, UNetPatch, tensor_version
 from ..weights import ICOffsets
 from . import tripwire
 
@@ -118,7 +118,9 @@ class A1111Backend:
         vae = p.sd_model.first_stage_model
         first = next(vae.parameters(), None)
         # load_state_dict copies into the same Parameters, bumping their version counter
-        return id(vae), None if first is None else first._version, getattr(p.sd_model, "sd_model_hash", None)
+        if first is None:
+            return id(vae), getattr(p.sd_model, "sd_model_hash", None)
+        return id(vae), first.data_ptr(), tensor_version(first), getattr(p.sd_model, "sd_model_hash", None)
 
     def install(self, p: Any, offsets: ICOffsets, concat: torch.Tensor) -> None:
         self.check_model(p)

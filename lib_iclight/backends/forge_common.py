@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterator, Literal
 import torch
 
 from ..errors import ICLightError
-from ..unet_patch import concat_to_batch
+from ..unet_patch import concat_to_batch, tensor_version
 from ..weights import ICOffsets
 
 logger = logging.getLogger("iclight.backends.forge_common")
@@ -328,7 +328,11 @@ def vae_fingerprint(first_stage_model: torch.nn.Module) -> tuple:
         token = next(_vae_tokens)
         first_stage_model.__dict__[_TOKEN] = token
     first = next(first_stage_model.parameters(), None)
-    return (token, None) if first is None else (token, id(first), first._version)
+    if first is None:
+        return (token, None)
+    # Forge 2's parameters are inference tensors without a version counter; a reload
+    # then shows as a new storage (data_ptr) or, failing that, a new model (token).
+    return (token, id(first), first.data_ptr(), tensor_version(first))
 
 
 # --------------------------------------------------------------------------------------

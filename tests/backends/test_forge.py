@@ -263,3 +263,28 @@ def test_the_vae_fingerprint_follows_the_vae(standins):
     assert backend.vae_fingerprint(p) != first
     other = h.forge_p(h.tiny_unet())  # a reloaded model: new VAE objects
     assert backend.vae_fingerprint(other) not in (first, backend.vae_fingerprint(p))
+
+
+def test_models_built_under_inference_mode_as_forge_2_loads_them(standins):
+    """Forge 2 builds models inside torch.inference_mode(): their parameters are inference
+    tensors with no version counter (reading it raised on a live Forge 2)."""
+    with torch.inference_mode():
+        unet = h.tiny_unet()
+        p = h.forge_p(unet)
+    assert next(unet.parameters()).is_inference()
+    backend = ForgeBackend()
+    first = backend.vae_fingerprint(p)
+    assert backend.vae_fingerprint(p) == first
+    offsets, concat = h.ic_offsets(unet, "fc"), h.ic_concat("fc")
+    before = snapshot(unet)
+    with torch.inference_mode():
+        plain = h.sample(p.sd_model.forge_objects.unet, h.load_forge)
+        h.reset(p)
+        backend.install(p, offsets, concat)
+        ic = h.sample(p.sd_model.forge_objects.unet, h.load_forge)
+        backend.cleanup(p)
+        h.reset(p)
+        again = h.sample(p.sd_model.forge_objects.unet, h.load_forge)
+    assert not torch.allclose(ic, plain)
+    assert torch.equal(again, plain)
+    assert_same(unet, before)

@@ -119,3 +119,9 @@ def test_schema_and_table_come_from_the_specs():
     assert schema["properties"]["foreground_threshold"]["maximum"] == 255
     table = markdown_table()
     assert all(f"`{name}`" in table for name in ARG_NAMES)
+
+
+def test_refusals_are_client_errors_for_the_webui_api_handler():
+    """A1111's and Forge's API handler answer with vars(e).get("status_code", 500)."""
+    error = ICLightError("input_fg", "no image given")
+    assert vars(error)["status_code"] == 422

@@ -107,3 +107,12 @@ def test_helpers() -> None:
     assert release("v9.5.0.post1") == (9, 5, 0)
     assert release("2.1.2+cu121") == (2, 1, 2)
     assert release("dev") == ()
+
+
+def test_forge_2_keeps_its_pinned_protobuf() -> None:
+    """onnxruntime >= 1.20 asks for protobuf >= 4.25; on a live Forge 2 that moved the
+    pinned protobuf 3.20 until the installed version was held in the same command."""
+    forge = {**A1111, "protobuf": "3.20.0"}
+    plan = plan_installs(forge, importable={"cv2", "safetensors"})
+    assert "protobuf==3.20.0" in plan.hold
+    assert "protobuf==3.20.0" in plan.pip_args()

@@ -154,3 +154,21 @@ def test_merge_offset_half_precision_and_padding():
     assert merged.dtype == torch.float16 and merged.shape == (2, 8, 3, 3)
     assert torch.equal(merged[:, 4:], offset[:, 4:].half())
     assert torch.equal(merged[:, :4], (original.float() + offset[:, :4]).half())
+
+
+def test_unet_built_under_inference_mode():
+    """Inference tensors keep no version counter: the patch must still work and restore,
+    and must not trust its merge cache for them."""
+    with torch.inference_mode():
+        unet = make_tiny_unet()
+    assert next(unet.parameters()).is_inference()
+    before = snapshot(unet)
+    plain = sample(unet)
+    patch = UNetPatch(unet, make_offsets(unet, "fc"), _concat("fc"))
+    with patch:
+        ic = sample(unet)
+    with patch:
+        again = sample(unet)
+    assert torch.equal(ic, again) and not torch.allclose(ic, plain)
+    assert patch.merges == 2 * len(patch.offsets)  # re-merged: versions cannot be read
+    assert_same(unet, before)

@@ -86,7 +86,10 @@ class WebUI:
         return self.session.get(f"{self.url}{path}", timeout=TIMEOUT)
 
     def post(self, endpoint: str, payload: dict[str, Any]) -> Any:
-        return self.session.post(f"{self.url}/sdapi/v1/{endpoint}", json=payload, timeout=TIMEOUT)
+        # Connection: close, because after an error answer Forge re-raises into uvicorn,
+        # which drops the kept-alive socket and the next request on it would be reset.
+        return self.session.post(f"{self.url}/sdapi/v1/{endpoint}", json=payload, timeout=TIMEOUT,
+                                 headers={"Connection": "close"})
 
     @property
     def options(self) -> dict[str, Any]:
