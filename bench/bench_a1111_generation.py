@@ -27,15 +27,16 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests" / "script" / "standins"))
 
-SD15 = dict(image_size=64, in_channels=4, out_channels=4, model_channels=320, attention_resolutions=[4, 2, 1],
-            num_res_blocks=2, channel_mult=[1, 2, 4, 4], num_heads=8, use_spatial_transformer=True,
-            transformer_depth=1, context_dim=768, legacy=False)
 
 
 def rss_gb() -> float:
     return psutil.Process().memory_info().rss / 1e9
+
+
+from sd15 import build_sd15_unet, random_offsets  # noqa: E402
 
 
 def main() -> None:
@@ -48,7 +49,6 @@ def main() -> None:
 
     import importlib.util
 
-    from ldm.modules.diffusionmodules.openaimodel import UNetModel
     from safetensors.torch import save_file
 
     from modules import paths, processing, scripts, shared
@@ -63,7 +63,7 @@ def main() -> None:
     os.environ["MODEL_CHECKSUM_DISABLED"] = "1"
 
     t = time.perf_counter()
-    unet = UNetModel(**SD15).eval()
+    unet = build_sd15_unet()
     print(f"built the SD1.5 UNet: {sum(p.numel() for p in unet.parameters()) / 1e6:.1f} M parameters in {time.perf_counter() - t:.1f} s")
     unet_bytes = sum(p.numel() * p.element_size() for p in unet.parameters())
     model = TinyLatentDiffusion(unet)
@@ -72,13 +72,7 @@ def main() -> None:
 
     ic_dir = Path(paths.models_path) / "ic-light"
     ic_dir.mkdir(parents=True, exist_ok=True)
-    gen = torch.Generator().manual_seed(0)
-    offsets = {}
-    for key, value in unet.state_dict().items():
-        shape = list(value.shape)
-        if key == "input_blocks.0.0.weight":
-            shape[1] = 8
-        offsets[key] = (torch.randn(shape, generator=gen) * 0.01).half()
+    offsets = random_offsets(unet, "fc")
     save_file(offsets, str(ic_dir / "iclight_sd15_fc.safetensors"))
     del offsets
     gc.collect()

@@ -20,18 +20,19 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from lib_iclight.unet_patch import UNetPatch  # noqa: E402
 
-SD15 = dict(image_size=64, in_channels=4, out_channels=4, model_channels=320, attention_resolutions=[4, 2, 1],
-            num_res_blocks=2, channel_mult=[1, 2, 4, 4], num_heads=8, use_spatial_transformer=True,
-            transformer_depth=1, context_dim=768, legacy=False)
 
 
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+from sd15 import build_sd15_unet, random_offsets  # noqa: E402
 
 
 def main() -> None:
@@ -44,16 +45,8 @@ def main() -> None:
     torch.set_num_threads(opts.threads)
     torch.set_flush_denormal(opts.flush_denormal)
 
-    from ldm.modules.diffusionmodules.openaimodel import UNetModel
-
-    unet = UNetModel(**SD15).eval()
-    gen = torch.Generator().manual_seed(0)
-    offsets = {}
-    for key, value in unet.state_dict().items():
-        shape = list(value.shape)
-        if key == "input_blocks.0.0.weight":
-            shape[1] = 8
-        offsets[key] = (torch.randn(shape, generator=gen) * 0.01).half()
+    unet = build_sd15_unet()
+    offsets = random_offsets(unet, "fc")
     x = torch.randn(1, 4, 64, 64)
     t = torch.tensor([500.0])
     context = torch.randn(1, 77, 768)
