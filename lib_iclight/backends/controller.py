@@ -40,6 +40,7 @@ logger = logging.getLogger("iclight.controller")
 
 _REQUEST = "_iclight_request"
 _LATENT_CACHE_SIZE = 8
+_SUBJECT_CACHE_SIZE = 2
 
 
 @dataclass
@@ -97,6 +98,7 @@ class ICLightController:
         self.model_dirs = model_dirs
         self.settings = settings
         self._latents: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._subjects: OrderedDict[tuple, subject.PreparedImages] = OrderedDict()
 
     # -- process ---------------------------------------------------------------------
 
@@ -156,6 +158,20 @@ class ICLightController:
             detail_transfer_raw=args.detail_transfer_raw,
         )
 
+    def _prepare_subject(self, image: Image.Image, args: ICLightArgs, width: int, height: int) -> subject.PreparedImages:
+        """The prepared subject, reused while the same image is sent with the same settings
+        (background removal with alpha matting costs ~0.8 s at 512x512 on CPU)."""
+        kwargs = self._prepare_kwargs(args)
+        key = (_digest(image), width, height, tuple(sorted(kwargs.items())))
+        prepared = self._subjects.get(key)
+        if prepared is None:
+            prepared = subject.prepare_subject(image, width=width, height=height, **kwargs)
+            self._subjects[key] = prepared
+            while len(self._subjects) > _SUBJECT_CACHE_SIZE:
+                self._subjects.popitem(last=False)
+        self._subjects.move_to_end(key)
+        return prepared
+
     def _prepare_txt2img(self, args: ICLightArgs, info: ICModelInfo, width: int, height: int) -> tuple[subject.PreparedImages, Image.Image | None]:
         if args.input_fg is None:
             raise ICLightError("input_fg", "no image given: txt2img needs the subject image")
@@ -164,8 +180,7 @@ class ICLightController:
             if args.uploaded_bg is None:
                 raise ICLightError("uploaded_bg", f"no image given: the fbc model {info.name} needs a background image")
             background = subject.prepare_background(args.uploaded_bg, width, height)
-        prepared = subject.prepare_subject(args.input_fg, width=width, height=height, **self._prepare_kwargs(args))
-        return prepared, background
+        return self._prepare_subject(args.input_fg, args, width, height), background
 
     def _prepare_img2img(self, p: Any, args: ICLightArgs, width: int, height: int) -> subject.PreparedImages:
         source = p.init_images[0] if p.init_images else None
@@ -174,7 +189,7 @@ class ICLightController:
         if args.input_fg is None:
             raise ICLightError("input_fg", "no image given: img2img needs a light map (a preset or an upload)")
         subject_image = images.decode_image(source, "init_images")
-        prepared = subject.prepare_subject(subject_image, width=width, height=height, **self._prepare_kwargs(args))
+        prepared = self._prepare_subject(subject_image, args, width, height)
         light_map = images.resize_and_center_crop(images.composite_on_grey(args.input_fg), width, height)
         if args.reinforce_fg:
             light_map = subject.reinforce_foreground(light_map, prepared)

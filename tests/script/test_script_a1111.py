@@ -374,3 +374,22 @@ def test_encoded_conditioning_is_cached_until_the_vae_changes(webui, monkeypatch
     vae.load_state_dict(state)  # same values, loaded in place: the cache must not trust it
     run(webui, args)
     assert len(calls) == 2
+
+
+def test_the_prepared_subject_is_reused_for_the_same_input(webui, monkeypatch):
+    from lib_iclight import subject
+
+    calls = []
+    original = subject.prepare_subject
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("erode_size"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(subject, "prepare_subject", counting)
+    image = to_base64(disc_image(64, radius=13))
+    first = pixels(run(webui, ic_args(input_fg=image))[1])
+    second = pixels(run(webui, ic_args(input_fg=image))[1])
+    assert len(calls) == 1 and same_images(first, second)
+    run(webui, ic_args(input_fg=image, erode_size=4))  # other rembg settings: prepared again
+    assert calls == [16, 4]
