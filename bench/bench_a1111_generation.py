@@ -2,14 +2,20 @@
 
 The WebUI around it is the A1111 stand-in of the script tests (tests/script/standins):
 the real script, controller, A1111 backend, ldm UNetModel (full SD1.5 config, random
-weights, float32), k-diffusion DPM++ 2M Karras, rembg with a 320x320 stand-in ONNX model,
-and a full-size random offset file (float16, ldm keys). The VAE is the tests' tiny one:
-its cost is the same in both arms and small next to the UNet.
+weights drawn like a trained checkpoint's, float32), k-diffusion DPM++ 2M Karras, rembg
+with a 320x320 stand-in ONNX model, and a full-size random offset file (float16, ldm
+keys). The VAE is the tests' tiny one: its cost is the same in both arms and small next
+to the UNet.
 
-Prints: the warm IC/plain time ratio, the first-use cost, and the extra resident memory.
+Plain and IC generations alternate (after a warm-up and the first IC one), so drifting
+machine load hits both arms alike. Times are wall clock and this process's CPU time.
+
+Prints: the warm IC/plain time ratio, the first-use cost, and the extra resident memory
+(after the runs and the peak during an IC generation, split into the merged weights
+IC-Light keeps and the rest, mostly rembg's libraries).
 Targets (issue 3): warm ratio <= 1.10 on CPU, extra memory <= one copy of the UNet weights.
 
-Run: python bench/bench_a1111_generation.py [--steps 8] [--size 512]
+Run: python bench/bench_a1111_generation.py [--steps 10] [--size 512] [--pairs 2]
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ import argparse
 import gc
 import os
 import sys
+import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -39,10 +47,31 @@ def rss_gb() -> float:
 from sd15 import build_sd15_unet, random_offsets  # noqa: E402
 
 
+class PeakRss:
+    """The highest resident set size seen while the block runs (sampled every 50 ms)."""
+
+    def __enter__(self) -> "PeakRss":
+        self.peak = rss_gb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, rss_gb())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_gb())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--pairs", type=int, default=2, help="warm plain/IC pairs after the first IC generation")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     opts = parser.parse_args()
     torch.set_num_threads(opts.threads)
@@ -88,33 +117,50 @@ def main() -> None:
     ic.update(enable=True, model_type="fc", input_fg=to_base64(disc_image(opts.size)))
     ic_args = [ic[s.name] for s in ARG_SPECS]
 
-    def generate(args) -> float:
-        p = processing.StableDiffusionProcessingTxt2Img(prompt="a photo", steps=opts.steps, width=opts.size, height=opts.size)
+    def generate(args, steps: int = opts.steps) -> tuple[float, float]:
+        p = processing.StableDiffusionProcessingTxt2Img(prompt="a photo", steps=steps, width=opts.size, height=opts.size)
         p.scripts = scripts.ScriptRunner([script])
         p.script_args = tuple(args)
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         processing.process_images(p)
-        elapsed = time.perf_counter() - start
-        print(f"  {'IC' if args[0] else 'plain'} generation: {elapsed:.2f} s", flush=True)
-        return elapsed
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        print(f"  {'IC' if args[0] else 'plain'} generation: {wall:.2f} s wall, {cpu:.2f} s CPU", flush=True)
+        return wall, cpu
 
-    generate(defaults)  # warm-up: allocator, kernels
+    generate(defaults, steps=1)  # warm-up: allocator, kernels
+    gc.collect()
     rss_plain = rss_gb()
-    plain_1 = generate(defaults)
-    first_ic = generate(ic_args)
-    warm_ic = [generate(ic_args) for _ in range(2)]
+    plain = [generate(defaults)]
+    with PeakRss() as first_peak:
+        first_ic = generate(ic_args)
+    warm_ic = []
+    for _ in range(opts.pairs):
+        plain.append(generate(defaults))
+        with PeakRss() as warm_peak:
+            warm_ic.append(generate(ic_args))
     gc.collect()
     rss_ic = rss_gb()
-    plain_2 = generate(defaults)
-    plain = (plain_1 + plain_2) / 2
-    warm = min(warm_ic)
-    print(f"steps={opts.steps} size={opts.size} threads={opts.threads}")
-    print(f"plain generation: {plain_1:.2f} s and {plain_2:.2f} s (mean {plain:.2f} s)")
-    print(f"IC first use:     {first_ic:.2f} s (+{first_ic - plain:.2f} s over plain: offset load, rembg session, merge)")
-    print(f"IC warm:          {', '.join(f'{w:.2f}' for w in warm_ic)} s")
-    print(f"warm IC / plain ratio: {warm / plain:.3f}  (target <= 1.10 on CPU)")
-    print(f"UNet weights: {unet_bytes / 1e9:.2f} GB; resident after plain {rss_plain:.2f} GB, after IC {rss_ic:.2f} GB: "
-          f"extra {rss_ic - rss_plain:.2f} GB = {(rss_ic - rss_plain) * 1e9 / unet_bytes:.2f} UNet copies (target <= 1)")
+    kept = module.controller().backend._kept
+    kept_bytes = kept.merged_bytes if kept is not None else 0
+
+    def median(values: list[tuple[float, float]], i: int) -> float:
+        return statistics.median(v[i] for v in values)
+
+    plain_wall, plain_cpu = median(plain, 0), median(plain, 1)
+    warm_wall, warm_cpu = median(warm_ic, 0), median(warm_ic, 1)
+    copies = lambda gb: gb * 1e9 / unet_bytes  # noqa: E731
+    print(f"steps={opts.steps} size={opts.size} threads={opts.threads}, DPM++ 2M Karras, CFG batched (batch 2)")
+    print(f"plain generation: {', '.join(f'{w:.2f}' for w, _ in plain)} s wall (median {plain_wall:.2f}); CPU median {plain_cpu:.2f} s")
+    print(f"IC first use:     {first_ic[0]:.2f} s wall (+{first_ic[0] - plain_wall:.2f} s over the plain median: "
+          "offset file read, merge, rembg session and matting, VAE encode)")
+    print(f"IC warm:          {', '.join(f'{w:.2f}' for w, _ in warm_ic)} s wall (median {warm_wall:.2f}); CPU median {warm_cpu:.2f} s")
+    print(f"warm IC / plain ratio: {warm_wall / plain_wall:.3f} wall, {warm_cpu / plain_cpu:.3f} CPU  (target <= 1.10 on CPU)")
+    print(f"UNet weights: {unet_bytes / 1e9:.3f} GB. Resident after plain {rss_plain:.2f} GB, after the IC runs {rss_ic:.2f} GB: "
+          f"extra {rss_ic - rss_plain:.2f} GB = {copies(rss_ic - rss_plain):.2f} UNet copies (target <= 1)")
+    print(f"  of which merged IC-Light weights kept between generations: {kept_bytes / 1e9:.3f} GB = "
+          f"{kept_bytes / unet_bytes:.5f} copies; the rest (rembg, onnxruntime, caches): {rss_ic - rss_plain - kept_bytes / 1e9:.2f} GB")
+    print(f"peak resident during the first IC generation {first_peak.peak:.2f} GB (extra {copies(first_peak.peak - rss_plain):.2f} copies), "
+          f"during a warm one {warm_peak.peak:.2f} GB (extra {copies(warm_peak.peak - rss_plain):.2f} copies)")
 
 
 if __name__ == "__main__":

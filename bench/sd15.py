@@ -10,11 +10,29 @@ SD15_UNET = dict(image_size=64, in_channels=4, out_channels=4, model_channels=32
 """The ldm UNetModel config of SD1.5 (859.5 M parameters)."""
 
 
-def build_sd15_unet() -> torch.nn.Module:
-    """A full-size SD1.5 ldm UNetModel, float32 on CPU, with its default random init."""
+def build_sd15_unet(seed: int = 0, checkpoint_like: bool = True) -> torch.nn.Module:
+    """A full-size SD1.5 ldm UNetModel, float32 on CPU, with random weights.
+
+    ``checkpoint_like`` re-draws every parameter as a trained checkpoint has them: no
+    exact zeros (ldm zero-initialises each block's output layer, and random offsets
+    added onto those zeros produce denormal activations that CPUs compute far more
+    slowly, a cost a real model never shows), normalisation scales 1 and shifts 0,
+    everything else N(0, 0.02). Without it: ldm's own init, zeros included.
+    """
     from ldm.modules.diffusionmodules.openaimodel import UNetModel
 
-    return UNetModel(**SD15_UNET).eval()
+    unet = UNetModel(**SD15_UNET).eval()
+    if checkpoint_like:
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for module in unet.modules():
+                is_norm = isinstance(module, (torch.nn.GroupNorm, torch.nn.LayerNorm))
+                for name, param in module.named_parameters(recurse=False):
+                    if is_norm:
+                        param.fill_(1.0 if name == "weight" else 0.0)
+                    else:
+                        param.copy_(torch.randn(param.shape, generator=gen) * 0.02)
+    return unet
 
 
 def random_offsets(unet: torch.nn.Module, kind: str = "fc", seed: int = 0, scale: float = 0.01) -> dict[str, torch.Tensor]:

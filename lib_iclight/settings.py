@@ -84,6 +84,11 @@ OPTIONS: tuple[OptionSpec, ...] = (
         minimum=CACHE_SIZE_RANGE[0], maximum=CACHE_SIZE_RANGE[1],
         info="each fp16 model takes about 1.7 GB of RAM; switching models is slow without the cache",
     ),
+    OptionSpec(
+        "iclight_keep_merged", True, "Keep the merged IC-Light UNet weights between generations (AUTOMATIC1111)",
+        "checkbox",
+        info="repeated IC-Light generations skip the merge; costs one extra copy of the UNet weights in memory",
+    ),
 )
 
 OPTIONS_BY_KEY: dict[str, OptionSpec] = {option.key: option for option in OPTIONS}
@@ -106,6 +111,7 @@ class ICLightSettings:
     detail_transfer_mode: DetailTransferMode = "append"
     append_removed_bg: bool = True
     offset_cache_size: int = 2
+    keep_merged: bool = True
 
 
 def read_settings(get: Callable[[str, Any], Any]) -> ICLightSettings:
@@ -146,7 +152,12 @@ def read_settings(get: Callable[[str, Any], Any]) -> ICLightSettings:
         _warn("iclight_offset_cache_size", size)
         size = defaults.offset_cache_size
 
-    return ICLightSettings(rembg_models, mode, append, size)
+    keep = value("iclight_keep_merged")
+    if not isinstance(keep, bool):
+        _warn("iclight_keep_merged", keep)
+        keep = defaults.keep_merged
+
+    return ICLightSettings(rembg_models, mode, append, size, keep)
 
 
 def _warn(key: str, got: Any) -> None:

@@ -7,15 +7,21 @@ objects back. That is what makes the restore bit-identical whatever happened in
 between, and why nothing can accumulate over repeated runs.
 
 Merged tensors are kept between :meth:`UNetPatch.apply` calls of one patch object (batch
-count, hires pass) and reused while the original parameter is unchanged, so
-re-applying costs a dict walk instead of a merge. :meth:`UNetPatch.release` drops them.
+count, hires pass, and later generations when the adapter keeps the patch) and reused
+while the original parameter is the same object, with the same storage and version
+counter, so re-applying costs a dict walk instead of a merge. Offsets may come from an
+:class:`OffsetSource` that reads them only when something must be merged, so a kept
+patch holds one merged copy of the UNet and no offsets. Outside the sampling window
+the patch refers to the UNet and its parameters weakly: it never keeps an unloaded
+model alive. :meth:`UNetPatch.release` drops the merges.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -30,15 +36,53 @@ CONV_IN = "input_blocks.0.0"
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
+class OffsetSource(Protocol):
+    """Offsets known by shape up front and read only when a merge needs them.
+
+    ``shapes`` maps ldm keys without prefix to the offset's shape; ``load(keys)`` returns
+    those keys' tensors (any float dtype, CPU or the UNet's device).
+    """
+
+    @property
+    def shapes(self) -> Mapping[str, tuple[int, ...]]: ...
+
+    def load(self, keys: Sequence[str]) -> Mapping[str, torch.Tensor]: ...
+
+
+class InMemoryOffsets:
+    """An :class:`OffsetSource` over a dict of tensors already in memory."""
+
+    def __init__(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        self.tensors = tensors
+        self.shapes = {key: tuple(value.shape) for key, value in tensors.items()}
+
+    def load(self, keys: Sequence[str]) -> Mapping[str, torch.Tensor]:
+        return {key: self.tensors[key] for key in keys}
+
+
 @dataclass
 class _Slot:
-    """One parameter the patch replaces: where it lives, the original, and the merge."""
+    """One merged parameter and the original it was merged from (held weakly)."""
 
-    module: nn.Module
+    module: "weakref.ref[nn.Module]"
     attr: str
-    original: nn.Parameter
+    original: "weakref.ref[torch.Tensor]"
     original_version: int | None
+    original_storage: tuple[int, torch.device, torch.dtype]
     merged: nn.Parameter
+
+    def still_fits(self, module: nn.Module, current: torch.Tensor) -> bool:
+        """True when ``current`` is the very tensor merged from, unchanged since."""
+        if self.module() is not module or self.original() is not current:
+            return False
+        version = tensor_version(current)
+        return version is not None and version == self.original_version and _storage(current) == self.original_storage
+
+
+def _storage(tensor: torch.Tensor) -> tuple[int, torch.device, torch.dtype]:
+    # ``param.data = other`` (Module.to, half(), lowvram moves) swaps the storage without
+    # touching the version counter: the pointer, device and dtype catch that.
+    return tensor.data_ptr(), tensor.device, tensor.dtype
 
 
 def tensor_version(tensor: torch.Tensor) -> int | None:
@@ -76,23 +120,24 @@ def merge_offset(original: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:
     return torch.add(base, offset).to(base.dtype)
 
 
-def _check_shapes(key: str, param: torch.Tensor, offset: torch.Tensor) -> None:
-    if offset.shape == param.shape:
+def _check_shapes(key: str, param: torch.Tensor, offset_shape: Sequence[int]) -> None:
+    offset_shape, param_shape = tuple(offset_shape), tuple(param.shape)
+    if offset_shape == param_shape:
         return
     widening = (
         key == f"{CONV_IN}.weight"
-        and offset.ndim == 4
-        and param.ndim == 4
-        and offset.shape[0] == param.shape[0]
-        and offset.shape[2:] == param.shape[2:]
-        and param.shape[1] == 4
-        and offset.shape[1] in (8, 12)
+        and len(offset_shape) == 4
+        and len(param_shape) == 4
+        and offset_shape[0] == param_shape[0]
+        and offset_shape[2:] == param_shape[2:]
+        and param_shape[1] == 4
+        and offset_shape[1] in (8, 12)
     )
     if not widening:
         raise ICLightError(
             "model_type",
-            f"the IC-Light offset {key} has shape {tuple(offset.shape)} but the loaded UNet has "
-            f"{tuple(param.shape)}: IC-Light needs an SD1.5 checkpoint with a 4-channel conv_in",
+            f"the IC-Light offset {key} has shape {offset_shape} but the loaded UNet has "
+            f"{param_shape}: IC-Light needs an SD1.5 checkpoint with a 4-channel conv_in",
         )
 
 
@@ -120,18 +165,21 @@ class UNetPatch:
     """IC-Light applied to one ldm UNet, for one sampling window at a time.
 
     ``offsets`` maps ldm keys without prefix ("input_blocks.0.0.weight", ...) to offset
-    tensors. ``concat`` given to :meth:`apply` / :meth:`set_concat` is [b, 4 or 8, h, w]
-    scaled latents, concatenated after ``x`` on every forward call.
+    tensors, or is an :class:`OffsetSource` read only when a merge is needed. ``concat``
+    given to :meth:`apply` / :meth:`set_concat` is [b, 4 or 8, h, w] scaled latents,
+    concatenated after ``x`` on every forward call.
     """
 
-    def __init__(self, unet: nn.Module, offsets: Mapping[str, torch.Tensor], concat: torch.Tensor | None = None) -> None:
-        self.unet = unet
-        self.offsets = offsets
+    def __init__(self, unet: nn.Module, offsets: Mapping[str, torch.Tensor] | OffsetSource,
+                 concat: torch.Tensor | None = None) -> None:
+        self._unet = weakref.ref(unet)
+        self.source: OffsetSource = InMemoryOffsets(offsets) if isinstance(offsets, Mapping) else offsets
+        self.shapes: Mapping[str, tuple[int, ...]] = self.source.shapes
         self._slots: dict[str, _Slot] = {}
+        self._swapped: list[tuple[nn.Module, str, nn.Parameter, nn.Parameter]] = []
         self._active = False
         self._hook: Any = None
         self._concat: torch.Tensor | None = None
-        self._conv_in: nn.Module = unet.get_submodule(CONV_IN)
         self._conv_in_channels: int | None = None
         if concat is not None:
             self.set_concat(concat)
@@ -139,13 +187,34 @@ class UNetPatch:
         """How many parameters were merged (not reused) so far: lets tests and logs see caching."""
 
     @property
+    def unet(self) -> nn.Module | None:
+        """The patched UNet, or None once it was garbage-collected."""
+        return self._unet()
+
+    @property
+    def offsets(self) -> Mapping[str, torch.Tensor] | None:
+        """The in-memory offsets, when the patch was built from a dict (None for a lazy source)."""
+        return self.source.tensors if isinstance(self.source, InMemoryOffsets) else None
+
+    @property
     def active(self) -> bool:
         return self._active
 
-    def _locate(self, key: str) -> tuple[nn.Module, str]:
+    @property
+    def merged_bytes(self) -> int:
+        """Memory held by cached merges (what keeping the patch between generations costs)."""
+        return sum(slot.merged.numel() * slot.merged.element_size() for slot in self._slots.values())
+
+    def _live_unet(self) -> nn.Module:
+        unet = self._unet()
+        if unet is None:
+            raise RuntimeError("IC-Light patch used after its UNet was unloaded")
+        return unet
+
+    def _locate(self, unet: nn.Module, key: str) -> tuple[nn.Module, str]:
         module_name, _, attr = key.rpartition(".")
         try:
-            module = self.unet.get_submodule(module_name) if module_name else self.unet
+            module = unet.get_submodule(module_name) if module_name else unet
         except AttributeError:
             module = None
         if module is None or not isinstance(module._parameters.get(attr), torch.Tensor):
@@ -155,32 +224,19 @@ class UNetPatch:
             )
         return module, attr
 
-    def _slot(self, key: str, offset: torch.Tensor) -> _Slot:
-        module, attr = self._locate(key)
-        current = module._parameters[attr]
-        cached = self._slots.get(key)
-        if cached is not None and cached.module is module and cached.original is current:
-            version = tensor_version(current)
-            if version is not None and version == cached.original_version:
-                return cached
-        _check_shapes(key, current, offset)
-        merged = nn.Parameter(merge_offset(current, offset), requires_grad=False)
-        self.merges += 1
-        slot = _Slot(module, attr, current, tensor_version(current), merged)
-        self._slots[key] = slot
-        return slot
-
     def check(self) -> None:
         """Raise ICLightError now if any offset does not fit the UNet, without merging."""
-        for key, offset in self.offsets.items():
-            module, attr = self._locate(key)
-            _check_shapes(key, module._parameters[attr], offset)
+        unet = self._live_unet()
+        for key, shape in self.shapes.items():
+            module, attr = self._locate(unet, key)
+            _check_shapes(key, module._parameters[attr], shape)
 
     def target_modules(self) -> list[nn.Module]:
         """The distinct modules whose parameters the patch replaces, in offset order."""
+        unet = self._live_unet()
         seen: dict[int, nn.Module] = {}
-        for key in self.offsets:
-            module, _ = self._locate(key)
+        for key in self.shapes:
+            module, _ = self._locate(unet, key)
             seen.setdefault(id(module), module)
         return list(seen.values())
 
@@ -192,8 +248,25 @@ class UNetPatch:
         self._concat = concat.detach()
 
     def _expected_concat_channels(self) -> int | None:
-        offset = self.offsets.get(f"{CONV_IN}.weight")
-        return None if offset is None else offset.shape[1] - 4
+        shape = self.shapes.get(f"{CONV_IN}.weight")
+        return None if shape is None else shape[1] - 4
+
+    def _merge_stale(self, targets: list[tuple[str, nn.Module, str, torch.Tensor]]) -> None:
+        """Merge every target whose cached merge no longer fits its original."""
+        stale = [t for t in targets if (slot := self._slots.get(t[0])) is None or not slot.still_fits(t[1], t[3])]
+        if not stale:
+            return
+        for key, _, _, current in stale:
+            _check_shapes(key, current, self.shapes[key])
+        offsets = self.source.load([key for key, *_ in stale])
+        merged: dict[str, _Slot] = {}
+        for key, module, attr, current in stale:
+            offset = offsets[key]
+            _check_shapes(key, current, tuple(offset.shape))
+            merged[key] = _Slot(weakref.ref(module), attr, weakref.ref(current), tensor_version(current),
+                                _storage(current), nn.Parameter(merge_offset(current, offset), requires_grad=False))
+        self._slots.update(merged)
+        self.merges += len(merged)
 
     def apply(self, concat: torch.Tensor | None = None) -> None:
         """Swap the merged parameters in and start concatenating. Idempotent while active."""
@@ -203,16 +276,23 @@ class UNetPatch:
             raise RuntimeError("IC-Light patch applied without a conditioning latent")
         if self._active:
             return
-        slots = [self._slot(key, offset) for key, offset in self.offsets.items()]
-        # Swap only once every merge succeeded, so a bad offset leaves the UNet untouched.
-        for slot in slots:
-            slot.module._parameters[slot.attr] = slot.merged
-        self._conv_in_channels = getattr(self._conv_in, "in_channels", None)
+        unet = self._live_unet()
+        targets = []
+        for key in self.shapes:
+            module, attr = self._locate(unet, key)
+            targets.append((key, module, attr, module._parameters[attr]))
+        # Merge everything first and swap only then, so a bad offset leaves the UNet untouched.
+        self._merge_stale(targets)
+        self._swapped = [(module, attr, current, self._slots[key].merged) for key, module, attr, current in targets]
+        for module, attr, _, merged in self._swapped:
+            module._parameters[attr] = merged
+        conv_in = unet.get_submodule(CONV_IN)
+        self._conv_in_channels = getattr(conv_in, "in_channels", None)
         if self._conv_in_channels is not None:
-            self._conv_in.in_channels = self._conv_in.weight.shape[1]
-        self._hook = self.unet.register_forward_pre_hook(self._concat_hook, with_kwargs=True)
+            conv_in.in_channels = conv_in.weight.shape[1]
+        self._hook = unet.register_forward_pre_hook(self._concat_hook, with_kwargs=True)
         self._active = True
-        logger.debug("IC-Light patch applied (%d parameters, %d merged so far)", len(slots), self.merges)
+        logger.debug("IC-Light patch applied (%d parameters, %d merged so far)", len(targets), self.merges)
 
     def _concat_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
         assert self._concat is not None
@@ -229,14 +309,14 @@ class UNetPatch:
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
-        for slot in self._slots.values():
-            if slot.module._parameters.get(slot.attr) is slot.merged:
-                slot.module._parameters[slot.attr] = slot.original
-            else:
-                logger.warning("IC-Light: %s.%s was replaced by someone else during sampling", type(slot.module).__name__, slot.attr)
-                slot.module._parameters[slot.attr] = slot.original
-        if self._conv_in_channels is not None:
-            self._conv_in.in_channels = self._conv_in_channels
+        for module, attr, original, merged in self._swapped:
+            if module._parameters.get(attr) is not merged:
+                logger.warning("IC-Light: %s.%s was replaced by someone else during sampling", type(module).__name__, attr)
+            module._parameters[attr] = original
+        self._swapped = []
+        unet = self._unet()
+        if self._conv_in_channels is not None and unet is not None:
+            unet.get_submodule(CONV_IN).in_channels = self._conv_in_channels
         self._active = False
 
     def release(self) -> None:

@@ -11,7 +11,9 @@ repacks with ldm names, bare or with a ``diffusion_model.`` / ``model.diffusion_
 prefix, stored as float16, bfloat16, float32, float8_e4m3fn or float8_e5m2.
 
 Loaded offsets are cached (see :func:`load_offsets`), because one generation may ask for
-them several times and reading a 1.7 GB file is the slow part.
+them several times and reading a 1.7 GB file is the slow part. An adapter that keeps the
+merged weights between generations uses :class:`OffsetFile` instead: shapes from the
+header, tensors read only for what must be merged, and never held afterwards.
 """
 
 from __future__ import annotations
@@ -422,3 +424,61 @@ def _convert(tensor: torch.Tensor, key: str, path: Path, dtype: torch.dtype, dev
         tensor = tensor.to(torch.float32)
     converted = tensor.to(device=device, dtype=dtype)
     return converted.clone() if converted is stored else converted
+
+
+class OffsetFile:
+    """One IC-Light file as an :class:`~lib_iclight.unet_patch.OffsetSource`.
+
+    ``shapes`` (ldm keys without prefix -> shape) comes from the header, so a bad file is
+    refused before anything is read. :meth:`load` reads just the requested tensors, as
+    ``dtype`` on the CPU, and keeps nothing: for an adapter that caches merged weights,
+    the merge is the cache, and also holding the offsets would cost another half UNet.
+    """
+
+    def __init__(self, info: ICModelInfo, dtype: torch.dtype = torch.float16) -> None:
+        self.info = info
+        self.dtype = dtype
+        self.path = Path(info.path).resolve()
+        self.identity, self._file_keys, self.shapes = self._read_header()
+
+    def _read_header(self) -> tuple[tuple[str, int, int], dict[str, str], dict[str, tuple[int, ...]]]:
+        path = self.path
+        try:
+            st = path.stat()
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                conversion = keymap.to_ldm_keys(f.keys())
+                shapes = {ldm: tuple(f.get_slice(key).get_shape()) for key, ldm in conversion.mapping.items()}
+        except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+            raise ICLightError(ARG, f"cannot read {path}: {exc}") from exc
+        if conversion.unknown:
+            raise ICLightError(
+                ARG,
+                f"{path} is not an IC-Light SD1.5 offset file: {len(conversion.unknown)} unknown key(s), "
+                f"e.g. {', '.join(conversion.unknown[:5])}",
+            )
+        conv_in = shapes.get(LDM_CONV_IN)
+        if conv_in is None or len(conv_in) != 4 or conv_in[1] not in KIND_BY_CHANNELS:
+            raise ICLightError(ARG, f"{path} is not an IC-Light SD1.5 offset file: conv_in weight has shape {conv_in}")
+        file_keys = {ldm: key for key, ldm in conversion.mapping.items()}
+        return (str(path), st.st_size, st.st_mtime_ns), file_keys, shapes
+
+    @property
+    def kind(self) -> ModelKind:
+        return KIND_BY_CHANNELS[self.shapes[LDM_CONV_IN][1]]
+
+    def load(self, keys: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The offsets of ``keys`` as ``dtype`` CPU tensors, read from the file now."""
+        started = time.perf_counter()
+        identity, file_keys, shapes = self._read_header()
+        if identity != self.identity or shapes != self.shapes:
+            raise ICLightError(ARG, f"{self.path} changed on disk during use; run the generation again")
+        tensors: dict[str, torch.Tensor] = {}
+        try:
+            with safe_open(str(self.path), framework="pt", device="cpu") as f:
+                for key in keys:
+                    tensors[key] = _convert(f.get_tensor(file_keys[key]), key, self.path, self.dtype, torch.device("cpu"))
+        except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+            raise ICLightError(ARG, f"cannot read {self.path}: {exc}") from exc
+        logger.info("read %d of %d IC-Light offsets of %s in %.2f s",
+                    len(tensors), len(self.shapes), self.info.name, time.perf_counter() - started)
+        return tensors

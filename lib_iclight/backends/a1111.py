@@ -16,6 +16,14 @@ the window we therefore let Lora settle every module we are about to patch
 (``networks.network_apply_weights``), so inside the window Lora sees nothing to do.
 As a second guard, Lora's per-module bookkeeping is put back after the window exactly
 as it was before, so nothing Lora did in the window can outlive it.
+
+Between generations the backend keeps the last patch and its merged weights (one UNet
+copy, never more: a different model or UNet releases the old merges before merging)
+and reads no offsets at all while they still fit. A merge goes stale when its original
+parameter changes (checkpoint loaded in place, a LoRA applied or removed, a dtype or
+device move): only those parameters are merged again, reading just their offsets from
+the file. With ``--lowvram``/``--medvram`` (modules move between devices on every
+generation) or the setting off, the merges are dropped after each generation instead.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import torch
 
 from ..errors import ICLightError
 from ..unet_patch import CONV_IN, UNetPatch, tensor_version
-from ..weights import ICOffsets
+from ..weights import ICModelInfo, ICOffsets, OffsetFile
 from . import tripwire
 
 logger = logging.getLogger("iclight.backends.a1111")
@@ -88,10 +96,40 @@ def _lora_guard(modules: list[torch.nn.Module]) -> Iterator[None]:
                     del module.__dict__[name]
 
 
+def _source_key(offsets: OffsetFile | ICOffsets) -> tuple:
+    if isinstance(offsets, OffsetFile):
+        return ("file", offsets.identity, offsets.dtype)
+    return ("memory", id(offsets.tensors))
+
+
 class A1111Backend:
     """The adapter for AUTOMATIC1111's WebUI (ldm UNet, ldm VAE)."""
 
     name = "a1111"
+
+    def __init__(self) -> None:
+        self._kept: UNetPatch | None = None
+        self._kept_key: tuple | None = None
+
+    def load_offsets(self, info: ICModelInfo) -> OffsetFile:
+        """The model as a lazily read file: the kept merges are the cache (see module doc)."""
+        return OffsetFile(info)
+
+    def _patch_for(self, unet: torch.nn.Module, offsets: OffsetFile | ICOffsets) -> UNetPatch:
+        key = (id(unet), _source_key(offsets))
+        kept = self._kept
+        if kept is not None and kept.unet is unet and self._kept_key == key:
+            return kept
+        self.release_kept()  # before merging anew: never two merged copies at once
+        source = offsets if isinstance(offsets, OffsetFile) else offsets.tensors
+        self._kept, self._kept_key = UNetPatch(unet, source), key
+        return self._kept
+
+    def release_kept(self) -> None:
+        """Drop the merged weights kept between generations (frees one UNet copy)."""
+        if self._kept is not None and not self._kept.active:
+            self._kept.release()
+        self._kept = self._kept_key = None
 
     def check_model(self, p: Any) -> None:
         model = p.sd_model
@@ -122,14 +160,12 @@ class A1111Backend:
             return id(vae), getattr(p.sd_model, "sd_model_hash", None)
         return id(vae), first.data_ptr(), tensor_version(first), getattr(p.sd_model, "sd_model_hash", None)
 
-    def install(self, p: Any, offsets: ICOffsets, concat: torch.Tensor) -> None:
+    def install(self, p: Any, offsets: OffsetFile | ICOffsets, concat: torch.Tensor) -> None:
         self.check_model(p)
         unet = unet_of(p)
         state = _state(p)
-        patch = state.patches.get(id(unet))
-        if patch is None or patch.unet is not unet or patch.offsets is not offsets.tensors:
-            patch = UNetPatch(unet, offsets.tensors)
-            state.patches[id(unet)] = patch
+        patch = self._patch_for(unet, offsets)
+        state.patches[id(unet)] = patch
         patch.check()
         patch.set_concat(concat)
 
@@ -143,11 +179,17 @@ class A1111Backend:
         if not tripwire.wrap_sampler(p, around):
             raise RuntimeError("IC Light: no sampler to run on; this WebUI version is not supported")
 
-    def cleanup(self, p: Any) -> None:
+    def cleanup(self, p: Any, keep_merged: bool = True) -> None:
         state = getattr(p, _STATE, None)
         if state is None:
             return
         for patch in state.patches.values():
-            patch.release()
+            patch.remove()  # the sampler wrapper already did, unless sampling never ran
+            if patch is not self._kept:
+                patch.release()
         state.patches.clear()
         delattr(p, _STATE)
+        # lowvram/medvram move modules between devices each generation: merges kept on
+        # one device would hold memory there and go stale anyway.
+        if not keep_merged or getattr(p.sd_model, "lowvram", False):
+            self.release_kept()

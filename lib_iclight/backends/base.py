@@ -11,7 +11,7 @@ from typing import Any, Hashable, Protocol
 
 import torch
 
-from ..weights import ICOffsets
+from ..weights import ICModelInfo
 
 
 class Backend(Protocol):
@@ -34,7 +34,13 @@ class Backend(Protocol):
         """Something that changes whenever the VAE's weights may have changed (checkpoint or
         VAE swap, also in place), so that cached encodings are never reused across VAEs."""
 
-    def install(self, p: Any, offsets: ICOffsets, concat: torch.Tensor) -> None:
+    def load_offsets(self, info: ICModelInfo) -> Any:
+        """The model's offsets in the form ``install`` takes (loaded, or a lazy file).
+
+        Raises ICLightError("model_type", ...) for a file that is not an IC-Light model.
+        """
+
+    def install(self, p: Any, offsets: Any, concat: torch.Tensor) -> None:
         """Make the next sampling call run the IC-Light UNet.
 
         ``concat`` is [1, 4 or 8, h, w] scaled latents (fg, or fg then bg) at the size of
@@ -42,5 +48,9 @@ class Backend(Protocol):
         possibly several times on the same ``p`` (batch count, hires pass): idempotent.
         """
 
-    def cleanup(self, p: Any) -> None:
-        """Called once the generation is over (also after a failure): leave the model as found."""
+    def cleanup(self, p: Any, keep_merged: bool = True) -> None:
+        """Called once the generation is over (also after a failure): leave the model as found.
+
+        ``keep_merged`` (a setting) allows keeping merged weights *off* the model for the
+        next generation, where the adapter can; the model itself is always restored.
+        """

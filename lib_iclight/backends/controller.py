@@ -32,7 +32,7 @@ from ..args import ICLightArgs, parse_args
 from ..detail import detail_transfer
 from ..errors import ICLightError
 from ..settings import ICLightSettings
-from ..weights import ICModelInfo, ICOffsets, load_offsets, resolve_model, set_cache_capacity
+from ..weights import ICModelInfo, resolve_model, set_cache_capacity
 from . import tripwire
 from .base import Backend
 
@@ -49,7 +49,8 @@ class Request:
 
     args: ICLightArgs
     info: ICModelInfo
-    offsets: ICOffsets
+    offsets: Any
+    """What the backend's ``load_offsets`` gave for ``info``; only the backend looks inside."""
     prepared: subject.PreparedImages
     background: Image.Image | None
     is_img2img: bool
@@ -116,7 +117,7 @@ class ICLightController:
         self.backend.check_model(p)
         settings = self.settings()
         set_cache_capacity(settings.offset_cache_size)
-        offsets = load_offsets(info)
+        offsets = self.backend.load_offsets(info)
         width, height = self._largest_size(p)
         if is_img2img:
             prepared = self._prepare_img2img(p, args, width, height)
@@ -258,7 +259,7 @@ class ICLightController:
             logger.exception("IC Light: could not add the extra output images")
         finally:
             setattr(p, _REQUEST, None)
-            self.backend.cleanup(p)
+            self.backend.cleanup(p, keep_merged=self.settings().keep_merged)
 
     def _append_outputs(self, request: Request, processed: Any) -> None:
         settings = self.settings()

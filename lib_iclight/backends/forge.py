@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..weights import ICOffsets
+from ..weights import ICModelInfo, ICOffsets, load_offsets
 from . import forge_common as common
 
 logger = logging.getLogger("iclight.backends.forge")
@@ -80,6 +80,10 @@ class ForgeBackend:
     def vae_fingerprint(self, p: Any) -> tuple:
         return common.vae_fingerprint(p.sd_model.forge_objects.vae.first_stage_model)
 
+    def load_offsets(self, info: ICModelInfo) -> ICOffsets:
+        """Loaded offsets, through the shared cache: the WebUI's patcher merges them each time."""
+        return load_offsets(info)
+
     def install(self, p: Any, offsets: ICOffsets, concat: torch.Tensor) -> None:
         unet = common.check_sd15(p.sd_model)
         _check_patcher_api(unet)
@@ -101,7 +105,7 @@ class ForgeBackend:
         common.require_all_patches(added, patches)
         return common.attach_concat(base, clone, offsets, patches, concat)
 
-    def cleanup(self, p: Any) -> None:
+    def cleanup(self, p: Any, keep_merged: bool = True) -> None:
         """Put the base patcher back and, if the IC-Light merge is what the weights hold,
         restore them now (as the next sampling call would) rather than leave them merged."""
         for entry in common.release_clones(p):

@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 import torch
 
-from ..weights import ICOffsets
+from ..weights import ICModelInfo, ICOffsets, load_offsets
 from . import forge_common as common
 
 logger = logging.getLogger("iclight.backends.forge_classic")
@@ -233,6 +233,10 @@ class ForgeClassicBackend:
 
         return _Scale
 
+    def load_offsets(self, info: ICModelInfo) -> ICOffsets:
+        """Loaded offsets, through the shared cache: the WebUI's patcher merges them each time."""
+        return load_offsets(info)
+
     def install(self, p: Any, offsets: ICOffsets, concat: torch.Tensor) -> None:
         unet = common.check_sd15(p.sd_model)
         if getattr(unet, "weight_inplace_update", False):
@@ -260,7 +264,7 @@ class ForgeClassicBackend:
             common.require_all_patches(clone.add_patches(patches.patches, 1.0, 1.0), patches)
         return common.attach_concat(base, clone, offsets, patches, concat)
 
-    def cleanup(self, p: Any) -> None:
+    def cleanup(self, p: Any, keep_merged: bool = True) -> None:
         """Unpatch the clone the WebUI still has loaded (as loading the next patcher would),
         put the base patcher back, and remove the calculate_weight shim."""
         try:

@@ -172,3 +172,75 @@ def test_unet_built_under_inference_mode():
     assert torch.equal(ic, again) and not torch.allclose(ic, plain)
     assert patch.merges == 2 * len(patch.offsets)  # re-merged: versions cannot be read
     assert_same(unet, before)
+
+
+class CountingSource:
+    """An OffsetSource that records which keys were read."""
+
+    def __init__(self, tensors):
+        self.tensors = tensors
+        self.shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+        self.reads = []
+
+    def load(self, keys):
+        self.reads.append(list(keys))
+        return {k: self.tensors[k] for k in keys}
+
+
+def test_a_lazy_source_is_read_only_for_stale_merges(unet):
+    offsets = make_offsets(unet, "fc")
+    source = CountingSource(offsets)
+    patch = UNetPatch(unet, source)
+    assert patch.offsets is None
+    with patch.__class__(unet, offsets, _concat("fc")):
+        reference = sample(unet)
+    patch.check()  # shapes only
+    assert source.reads == []
+    with torch.no_grad():
+        patch.apply(_concat("fc"))
+        assert torch.equal(sample(unet), reference)
+        patch.remove()
+    assert len(source.reads) == 1 and len(source.reads[0]) == len(offsets)
+    patch.apply(_concat("fc"))
+    patch.remove()
+    assert len(source.reads) == 1
+    patch.release()
+
+
+def test_a_storage_swap_without_a_version_bump_is_noticed(unet):
+    """``param.data = t`` (Module.to, half(), lowvram moves) keeps the version counter."""
+    offsets = make_offsets(unet, "fc")
+    patch = UNetPatch(unet, offsets, _concat("fc"))
+    with patch:
+        reference = sample(unet)
+    weight = unet.out[2].weight
+    saved = weight.data
+    version = weight._version
+    weight.data = saved.clone()
+    assert weight._version == version
+    try:
+        with patch:
+            assert torch.equal(sample(unet), reference)
+        assert patch.merges == len(offsets) + 1
+    finally:
+        weight.data = saved
+    patch.release()
+
+
+def test_the_patch_holds_the_unet_weakly_outside_the_window():
+    import gc
+    import weakref
+
+    model = make_tiny_unet()
+    patch = UNetPatch(model, make_offsets(model, "fc"), _concat("fc"))
+    with patch:
+        sample(model)
+    assert patch.merged_bytes > 0
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None and patch.unet is None
+    with pytest.raises(RuntimeError, match="unloaded"):
+        patch.apply()
+    patch.release()
+    assert patch.merged_bytes == 0

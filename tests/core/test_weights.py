@@ -446,3 +446,65 @@ def test_corrupt_and_truncated_files(tmp_path: Path, caplog):
     good.unlink()
     with pytest.raises(ICLightError, match="cannot read"):
         load_offsets(info)
+
+
+# ---------------------------------------------------------------------------------------
+# OffsetFile: the lazily read form, for adapters that keep merged weights
+
+
+@pytest.mark.parametrize("fmt", OFFSET_FORMATS)
+def test_offset_file_knows_shapes_from_the_header_and_reads_only_what_is_asked(tmp_path: Path, fmt: str, monkeypatch):
+    path = tmp_path / "m.safetensors"
+    written = make_offset_file(path, small_sd15_shapes(), kind="fbc", fmt=fmt, dtype=torch.bfloat16)
+    info = resolve_model("m", [tmp_path])
+    reads = []
+    real_open = weights.safe_open
+
+    class CountingOpen:
+        def __init__(self, *args, **kwargs):
+            self._inner = real_open(*args, **kwargs)
+
+        def __enter__(self):
+            self._f = self._inner.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self._inner.__exit__(*exc)
+
+        def get_tensor(self, key):
+            reads.append(key)
+            return self._f.get_tensor(key)
+
+        def __getattr__(self, name):
+            return getattr(self._f, name)
+
+    monkeypatch.setattr(weights, "safe_open", CountingOpen)
+    source = weights.OffsetFile(info)
+    assert reads == [] and source.kind == "fbc"
+    assert source.shapes == {k: tuple(v.shape) for k, v in written.items()}
+    got = source.load([CONV_IN, "out.2.weight"])
+    assert len(reads) == 2 and set(got) == {CONV_IN, "out.2.weight"}
+    for key, value in got.items():
+        assert value.dtype == torch.float16 and torch.equal(value, written[key].float().half())
+    assert weights.cache_info() == []  # nothing kept
+
+
+def test_offset_file_refuses_bad_files_before_reading_tensors(tmp_path: Path):
+    path = tmp_path / "mixed.safetensors"
+    make_offset_file(path, small_sd15_shapes(), fmt="ldm", extra={"first_stage_model.decoder.conv_in.weight": torch.zeros(2)})
+    info = ICModelInfo("mixed", path, "fc", 8)
+    with pytest.raises(ICLightError, match="^model_type: .*unknown key"):
+        weights.OffsetFile(info)
+    with pytest.raises(ICLightError, match="^model_type: cannot read"):
+        weights.OffsetFile(ICModelInfo("gone", tmp_path / "gone.safetensors", "fc", 8))
+
+
+def test_offset_file_notices_a_file_replaced_during_use(tmp_path: Path):
+    path = tmp_path / "m.safetensors"
+    make_offset_file(path, tiny_unet_shapes(), fmt="ldm", seed=1)
+    source = weights.OffsetFile(resolve_model("m", [tmp_path]))
+    make_offset_file(path, tiny_unet_shapes(), fmt="ldm", seed=2)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    with pytest.raises(ICLightError, match="^model_type: .*changed on disk"):
+        source.load([CONV_IN])

@@ -393,3 +393,143 @@ def test_the_prepared_subject_is_reused_for_the_same_input(webui, monkeypatch):
     assert len(calls) == 1 and same_images(first, second)
     run(webui, ic_args(input_fg=image, erode_size=4))  # other rembg settings: prepared again
     assert calls == [16, 4]
+
+
+# -- merged weights kept between generations -------------------------------------------
+
+
+@pytest.fixture
+def offset_reads(monkeypatch):
+    """The ldm keys read from IC-Light files, per call of OffsetFile.load."""
+    from lib_iclight import weights
+
+    reads: list[list[str]] = []
+    original = weights.OffsetFile.load
+
+    def counting(self, keys):
+        reads.append(list(keys))
+        return original(self, keys)
+
+    monkeypatch.setattr(weights.OffsetFile, "load", counting)
+    return reads
+
+
+def kept_patch(webui):
+    return webui.script_module.controller().backend._kept
+
+
+def test_repeated_ic_generations_merge_once_and_hold_no_offsets(webui, offset_reads):
+    from lib_iclight import weights
+
+    with fresh_model(webui) as model:
+        unet = model.model.diffusion_model
+        base = snapshot(unet)
+        plain = pixels(run(webui)[1])
+        first = pixels(run(webui, ic_args(remove_bg=False))[1])
+        assert len(offset_reads) == 1 and len(offset_reads[0]) == len(unet.state_dict())
+        assert_same(unet, base)
+        assert same_images(pixels(run(webui)[1]), plain)
+        second = pixels(run(webui, ic_args(remove_bg=False))[1])
+        assert same_images(first, second) and len(offset_reads) == 1  # nothing read, nothing merged
+        assert_same(unet, base)
+        # Memory: one merged copy of the UNet and no offsets, neither cached nor held.
+        kept = kept_patch(webui)
+        unet_bytes = sum(t.numel() * t.element_size() for t in unet.parameters())
+        conv_in = unet.input_blocks[0][0].weight
+        assert kept.merged_bytes == unet_bytes + conv_in.numel() * conv_in.element_size()
+        assert kept.offsets is None and weights.cache_info() == []
+
+
+def test_kept_merges_follow_a_lora_in_and_out(webui, offset_reads):
+    """A LoRA changes weights in place between IC generations: what it touched is merged
+    again (A1111's Lora copies its backup into every module it hooks whenever the set of
+    LoRAs changes), the same LoRA again merges nothing, and every result equals a cold
+    start on the same weights."""
+    with fresh_model(webui) as model:
+        unet = model.model.diffusion_model
+        ic = pixels(run(webui, ic_args(remove_bg=False))[1])
+        lora_a = lora(webui, "a", 1)
+        with_lora = pixels(run(webui, ic_args(remove_bg=False), loras=[lora_a])[1])
+        assert len(offset_reads) == 2 and {f"{layer}.weight" for layer in lora_a.deltas} <= set(offset_reads[1])
+        assert same_images(pixels(run(webui, ic_args(remove_bg=False), loras=[lora_a])[1]), with_lora)
+        assert len(offset_reads) == 2  # same LoRA: Lora leaves the weights alone, nothing to merge
+        assert same_images(pixels(run(webui, ic_args(remove_bg=False))[1]), ic)
+        assert len(offset_reads) == 3
+    with fresh_model(webui) as model:
+        webui.script_module.controller().backend.release_kept()
+        with torch.no_grad():
+            for layer, delta in lora_a.deltas.items():
+                model.model.diffusion_model.get_submodule(layer).weight += delta
+        assert same_images(pixels(run(webui, ic_args(remove_bg=False))[1]), with_lora)
+
+
+def test_kept_merges_follow_a_checkpoint_loaded_in_place(webui, offset_reads):
+    with fresh_model(webui) as model:
+        unet = model.model.diffusion_model
+        first = pixels(run(webui, ic_args(remove_bg=False))[1])
+        other = webui.sd_models.checkpoints["other"]
+        saved = {k: v.clone() for k, v in unet.state_dict().items()}
+        unet.load_state_dict(other)
+        on_other = pixels(run(webui, ic_args(remove_bg=False))[1])
+        assert len(offset_reads) == 2 and len(offset_reads[1]) == len(saved)
+        unet.load_state_dict(saved)
+        assert same_images(pixels(run(webui, ic_args(remove_bg=False))[1]), first)
+        assert not same_images(on_other, first)
+
+
+def test_switching_models_never_holds_two_merged_copies(webui, monkeypatch):
+    from lib_iclight import unet_patch
+
+    with fresh_model(webui) as model:
+        unet = model.model.diffusion_model
+        run(webui, ic_args(remove_bg=False))
+        fc_patch = kept_patch(webui)
+        assert fc_patch.merged_bytes > 0
+        held_at_merge = []
+        original = unet_patch.UNetPatch._merge_stale
+
+        def spy(self, targets):
+            held_at_merge.append(fc_patch.merged_bytes)
+            return original(self, targets)
+
+        monkeypatch.setattr(unet_patch.UNetPatch, "_merge_stale", spy)
+        bg = to_base64(Image.new("RGB", (64, 64), (200, 120, 40)))
+        run(webui, ic_args(model_type="fbc", uploaded_bg=bg, remove_bg=False))
+        assert held_at_merge == [0]  # the fc merges were dropped before the fbc merge
+        assert kept_patch(webui) is not fc_patch and kept_patch(webui).unet is unet
+
+
+@pytest.mark.parametrize("reason", ["setting", "lowvram"])
+def test_merges_are_dropped_when_not_to_be_kept(webui, offset_reads, reason):
+    with fresh_model(webui) as model:
+        unet = model.model.diffusion_model
+        base = snapshot(unet)
+        first = pixels(run(webui, ic_args(remove_bg=False))[1])
+        if reason == "setting":
+            webui.shared.opts.data["iclight_keep_merged"] = False
+        else:
+            model.lowvram = True
+        try:
+            assert same_images(pixels(run(webui, ic_args(remove_bg=False))[1]), first)
+            assert kept_patch(webui) is None and len(offset_reads) == 1  # used once more, then dropped
+            assert same_images(pixels(run(webui, ic_args(remove_bg=False))[1]), first)
+            assert kept_patch(webui) is None and len(offset_reads) == 2  # merged anew
+        finally:
+            webui.shared.opts.data.pop("iclight_keep_merged", None)
+            model.lowvram = False
+        assert_same(unet, base)
+
+
+def test_kept_merges_do_not_keep_an_unloaded_model_alive(webui):
+    import gc
+    import weakref
+
+    with fresh_model(webui) as model:
+        run(webui, ic_args(remove_bg=False))
+        unet_ref = weakref.ref(model.model.diffusion_model)
+        assert kept_patch(webui).unet is unet_ref()
+        del model
+    gc.collect()
+    assert unet_ref() is None and kept_patch(webui).unet is None
+    run(webui, ic_args(remove_bg=False))  # the next generation merges for the current model
+    assert kept_patch(webui).unet is webui.shared.sd_model.model.diffusion_model
