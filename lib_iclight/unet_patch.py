@@ -19,6 +19,7 @@ model alive. :meth:`UNetPatch.release` drops the merges.
 from __future__ import annotations
 
 import logging
+import math
 import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, Sequence
@@ -161,6 +162,24 @@ def concat_to_batch(concat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return concat.repeat(repeats, 1, 1, 1) if repeats > 1 else concat
 
 
+MERGE_CHUNK_BYTES = 256 * 2**20
+"""How many bytes of (float16) offsets one read of a lazy source may bring in at most."""
+
+
+def _chunks(targets: list, shapes: Mapping[str, tuple[int, ...]]) -> list[list]:
+    """``targets`` in order, split so that each chunk's float16 offsets fit MERGE_CHUNK_BYTES."""
+    chunks: list[list] = [[]]
+    size = 0
+    for target in targets:
+        nbytes = 2 * math.prod(shapes[target[0]])
+        if chunks[-1] and size + nbytes > MERGE_CHUNK_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(target)
+        size += nbytes
+    return chunks
+
+
 class UNetPatch:
     """IC-Light applied to one ldm UNet, for one sampling window at a time.
 
@@ -252,19 +271,25 @@ class UNetPatch:
         return None if shape is None else shape[1] - 4
 
     def _merge_stale(self, targets: list[tuple[str, nn.Module, str, torch.Tensor]]) -> None:
-        """Merge every target whose cached merge no longer fits its original."""
+        """Merge every target whose cached merge no longer fits its original.
+
+        Offsets are read and merged a chunk at a time, so a lazy source never holds more
+        than :data:`MERGE_CHUNK_BYTES` of offsets beside the merged weights.
+        """
         stale = [t for t in targets if (slot := self._slots.get(t[0])) is None or not slot.still_fits(t[1], t[3])]
         if not stale:
             return
         for key, _, _, current in stale:
             _check_shapes(key, current, self.shapes[key])
-        offsets = self.source.load([key for key, *_ in stale])
         merged: dict[str, _Slot] = {}
-        for key, module, attr, current in stale:
-            offset = offsets[key]
-            _check_shapes(key, current, tuple(offset.shape))
-            merged[key] = _Slot(weakref.ref(module), attr, weakref.ref(current), tensor_version(current),
-                                _storage(current), nn.Parameter(merge_offset(current, offset), requires_grad=False))
+        for chunk in _chunks(stale, self.shapes):
+            offsets = self.source.load([key for key, *_ in chunk])
+            for key, module, attr, current in chunk:
+                offset = offsets[key]
+                _check_shapes(key, current, tuple(offset.shape))
+                merged[key] = _Slot(weakref.ref(module), attr, weakref.ref(current), tensor_version(current),
+                                    _storage(current), nn.Parameter(merge_offset(current, offset), requires_grad=False))
+            del offsets
         self._slots.update(merged)
         self.merges += len(merged)
 

@@ -244,3 +244,20 @@ def test_the_patch_holds_the_unet_weakly_outside_the_window():
         patch.apply()
     patch.release()
     assert patch.merged_bytes == 0
+
+
+def test_a_lazy_source_is_read_in_bounded_chunks(unet, monkeypatch):
+    from lib_iclight import unet_patch
+
+    offsets = make_offsets(unet, "fc")
+    biggest = max(2 * v.numel() for v in offsets.values())
+    monkeypatch.setattr(unet_patch, "MERGE_CHUNK_BYTES", biggest)
+    source = CountingSource(offsets)
+    patch = UNetPatch(unet, source, _concat("fc"))
+    with patch:
+        pass
+    assert len(source.reads) > 1
+    assert sorted(k for read in source.reads for k in read) == sorted(offsets)
+    for read in source.reads:
+        assert len(read) == 1 or sum(2 * offsets[k].numel() for k in read) <= biggest
+    patch.release()
