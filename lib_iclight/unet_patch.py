@@ -292,6 +292,7 @@ class UNetPatch:
             del offsets
         self._slots.update(merged)
         self.merges += len(merged)
+        logger.info("IC-Light: merged %d of %d UNet parameters", len(merged), len(targets))
 
     def apply(self, concat: torch.Tensor | None = None) -> None:
         """Swap the merged parameters in and start concatenating. Idempotent while active."""

@@ -479,6 +479,6 @@ class OffsetFile:
                     tensors[key] = _convert(f.get_tensor(file_keys[key]), key, self.path, self.dtype, torch.device("cpu"))
         except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
             raise ICLightError(ARG, f"cannot read {self.path}: {exc}") from exc
-        logger.info("read %d of %d IC-Light offsets of %s in %.2f s",
+        logger.debug("read %d of %d IC-Light offsets of %s in %.2f s",
                     len(tensors), len(self.shapes), self.info.name, time.perf_counter() - started)
         return tensors
