@@ -12,6 +12,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,8 +58,15 @@ def run_pip(args: list[str]) -> None:
 
 def main() -> None:
     plan = plan_installs(installed_versions(), importable_modules())
-    if plan.install:
-        run_pip(plan.pip_args())
+    if not plan.install:
+        return
+    with tempfile.TemporaryDirectory(prefix="iclight-install-") as folder:
+        constraints = None
+        if plan.hold:
+            constraints = os.path.join(folder, "held-versions.txt")
+            with open(constraints, "w", encoding="utf-8") as file:
+                file.write(plan.constraints_text())
+        run_pip(plan.pip_args(constraints))
 
 
 main()

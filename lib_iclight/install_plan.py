@@ -3,10 +3,15 @@
 The rule is to add what is missing and never move a package the WebUI already has: A1111
 1.10 ships numpy 1.26 and pillow 9.5, and the newest rembg (2.0.70 on) needs numpy >= 2.3
 and pillow >= 12.1, which would break the WebUI. So rembg is pinned to the last release
-that works with the numpy and pillow in place, and the versions of those two (and of any
-installed OpenCV) are repeated in the same pip command: as requirements already met they
-change nothing, and they stop pip from pulling a numpy 2 in through a transitive
-dependency (a new opencv-python-headless would).
+that works with the numpy and pillow in place, and the installed versions of those two,
+of protobuf and of any OpenCV build are given to pip as *constraints* in the same command:
+they stop pip from moving them through a transitive dependency (a new
+opencv-python-headless would pull numpy 2 in).
+
+Constraints, not requirements: a constraint binds a package only if the resolver pulls it
+in. Passed as requirements, the pins made the whole command impossible on a live Forge
+Classic, whose builtin extensions had installed opencv-contrib-python 5 (which asks for
+numpy >= 2) beside numpy 1.26: pip refused to install anything.
 
 Pure functions only: no pip, no imports of the packages in question. Versions here are
 compared numerically on their leading release numbers, which is all the decisions need.
@@ -37,10 +42,9 @@ ONNXRUNTIME_DISTS = (
 )
 OPENCV_DISTS = ("opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless")
 HELD_DISTS = ("numpy", "pillow", "protobuf", *OPENCV_DISTS)
-"""Packages the WebUI pins that a new dependency could move: their installed version is
-repeated in the same pip command. protobuf: onnxruntime >= 1.20 asks for protobuf >= 4.25,
-which moved Forge 2's pinned 3.20 (seen on a live Forge 2 install)."""
-"""Installed packages whose exact version is repeated in the pip command, to keep them."""
+"""Packages the WebUI pins that a new dependency could move: their installed version goes
+to pip as a constraint. protobuf: onnxruntime >= 1.20 asks for protobuf >= 4.25, which
+moved Forge 2's pinned 3.20 (seen on a live Forge 2 install)."""
 
 RELEVANT_DISTS = ("rembg", "safetensors", *ONNXRUNTIME_DISTS, *HELD_DISTS)
 """Every distribution :func:`plan_installs` looks at; the installer reads these versions."""
@@ -51,17 +55,24 @@ RELEVANT_MODULES = ("rembg", "onnxruntime", "cv2", "safetensors")
 @dataclass(frozen=True)
 class InstallPlan:
     """``install``: requirements to add. ``hold``: ``name==version`` pins of packages
-    already there, passed along so that pip keeps them. Nothing to do when ``install``
-    is empty."""
+    already there, given to pip as constraints so that it keeps them. Nothing to do when
+    ``install`` is empty."""
 
     install: list[str] = field(default_factory=list)
     hold: list[str] = field(default_factory=list)
 
-    def pip_args(self) -> list[str]:
-        """Arguments after ``pip``; never ``-U``, so nothing already met is upgraded."""
+    def constraints_text(self) -> str:
+        """The contents of the constraints file for ``-c``: one ``name==version`` a line."""
+        return "".join(f"{pin}\n" for pin in self.hold)
+
+    def pip_args(self, constraints_file: str | None) -> list[str]:
+        """Arguments after ``pip``, given the path the caller wrote :meth:`constraints_text`
+        to (None when ``hold`` is empty). Never ``-U``: nothing already met is upgraded."""
         if not self.install:
             return []
-        return ["install", *self.install, *self.hold]
+        if self.hold and constraints_file is None:
+            raise ValueError("the held versions need a constraints file")
+        return ["install", *self.install, *(["-c", constraints_file] if self.hold else [])]
 
 
 def normalise_name(name: str) -> str:

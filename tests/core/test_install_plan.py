@@ -22,10 +22,12 @@ def test_a1111_gets_a_rembg_that_keeps_its_numpy_and_pillow() -> None:
     plan = plan_installs(A1111, importable={"cv2", "safetensors"})
     assert plan.install == [REMBG_FOR_OLD_NUMPY, "onnxruntime"]
     assert plan.hold == ["numpy==1.26.2", "pillow==9.5.0", "opencv-python==4.8.0.76"]
-    args = plan.pip_args()
+    args = plan.pip_args("/tmp/held.txt")
     assert args[0] == "install"
     assert "-U" not in args and "--upgrade" not in args and "--no-deps" not in args
-    assert args[1:] == [REMBG_FOR_OLD_NUMPY, "onnxruntime", "numpy==1.26.2", "pillow==9.5.0", "opencv-python==4.8.0.76"]
+    # The held versions are constraints, never requirements.
+    assert args[1:] == [REMBG_FOR_OLD_NUMPY, "onnxruntime", "-c", "/tmp/held.txt"]
+    assert plan.constraints_text() == "numpy==1.26.2\npillow==9.5.0\nopencv-python==4.8.0.76\n"
 
 
 def test_old_numpy_pin_admits_2_0_69_only_up_to_it() -> None:
@@ -36,7 +38,7 @@ def test_nothing_to_do_when_everything_is_there() -> None:
     have = {**A1111, "rembg": "2.0.69", "onnxruntime": "1.17.1"}
     plan = plan_installs(have)
     assert plan == InstallPlan([], [])
-    assert plan.pip_args() == []
+    assert plan.pip_args(None) == []
 
 
 def test_an_installed_rembg_is_never_touched_even_if_old() -> None:
@@ -115,4 +117,12 @@ def test_forge_2_keeps_its_pinned_protobuf() -> None:
     forge = {**A1111, "protobuf": "3.20.0"}
     plan = plan_installs(forge, importable={"cv2", "safetensors"})
     assert "protobuf==3.20.0" in plan.hold
-    assert "protobuf==3.20.0" in plan.pip_args()
+    assert "protobuf==3.20.0\n" in plan.constraints_text()
+
+
+def test_held_versions_need_a_constraints_file() -> None:
+    plan = plan_installs(A1111, importable={"cv2", "safetensors"})
+    with pytest.raises(ValueError, match="constraints file"):
+        plan.pip_args(None)
+    assert plan_installs({}, importable=()).pip_args(None) == ["install", REMBG_FOR_OLD_NUMPY, "onnxruntime",
+                                                               "opencv-python", "safetensors"]
