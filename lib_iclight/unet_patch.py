@@ -230,32 +230,34 @@ class UNetPatch:
             raise RuntimeError("IC-Light patch used after its UNet was unloaded")
         return unet
 
-    def _locate(self, unet: nn.Module, key: str) -> tuple[nn.Module, str]:
-        module_name, _, attr = key.rpartition(".")
-        try:
-            module = unet.get_submodule(module_name) if module_name else unet
-        except AttributeError:
-            module = None
-        if module is None or not isinstance(module._parameters.get(attr), torch.Tensor):
-            raise ICLightError(
-                "model_type",
-                f"the IC-Light offset {key} has no counterpart in the loaded UNet: IC-Light needs an SD1.5 checkpoint",
-            )
-        return module, attr
+    def _locate_all(self, unet: nn.Module) -> list[tuple[str, nn.Module, str]]:
+        """``(key, module, attribute)`` of every offset, in offset order.
+
+        One walk of the module tree per call: looking each key up with ``get_submodule``
+        cost ~3 ms per 100 keys on CPU, which on a GPU is a visible share of a generation.
+        """
+        modules = dict(unet.named_modules(remove_duplicate=False))
+        located = []
+        for key in self.shapes:
+            module_name, _, attr = key.rpartition(".")
+            module = modules.get(module_name)
+            if module is None or not isinstance(module._parameters.get(attr), torch.Tensor):
+                raise ICLightError(
+                    "model_type",
+                    f"the IC-Light offset {key} has no counterpart in the loaded UNet: IC-Light needs an SD1.5 checkpoint",
+                )
+            located.append((key, module, attr))
+        return located
 
     def check(self) -> None:
         """Raise ICLightError now if any offset does not fit the UNet, without merging."""
-        unet = self._live_unet()
-        for key, shape in self.shapes.items():
-            module, attr = self._locate(unet, key)
-            _check_shapes(key, module._parameters[attr], shape)
+        for key, module, attr in self._locate_all(self._live_unet()):
+            _check_shapes(key, module._parameters[attr], self.shapes[key])
 
     def target_modules(self) -> list[nn.Module]:
         """The distinct modules whose parameters the patch replaces, in offset order."""
-        unet = self._live_unet()
         seen: dict[int, nn.Module] = {}
-        for key in self.shapes:
-            module, _ = self._locate(unet, key)
+        for _, module, _ in self._locate_all(self._live_unet()):
             seen.setdefault(id(module), module)
         return list(seen.values())
 
@@ -303,10 +305,7 @@ class UNetPatch:
         if self._active:
             return
         unet = self._live_unet()
-        targets = []
-        for key in self.shapes:
-            module, attr = self._locate(unet, key)
-            targets.append((key, module, attr, module._parameters[attr]))
+        targets = [(key, module, attr, module._parameters[attr]) for key, module, attr in self._locate_all(unet)]
         # Merge everything first and swap only then, so a bad offset leaves the UNet untouched.
         self._merge_stale(targets)
         self._swapped = [(module, attr, current, self._slots[key].merged) for key, module, attr, current in targets]

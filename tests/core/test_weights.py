@@ -508,3 +508,24 @@ def test_offset_file_notices_a_file_replaced_during_use(tmp_path: Path):
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     with pytest.raises(ICLightError, match="^model_type: .*changed on disk"):
         source.load([CONV_IN])
+
+
+def test_offset_file_parses_a_header_once_per_version_of_the_file(tmp_path: Path, monkeypatch):
+    # A1111 opens the offset file every generation; re-parsing 686 keys each time showed on a GPU.
+    path = tmp_path / "m.safetensors"
+    make_offset_file(path, tiny_unet_shapes(), fmt="ldm", seed=1)
+    info = resolve_model("m", [tmp_path])
+    parses = []
+    real = weights.keymap.to_ldm_keys
+    monkeypatch.setattr(weights.keymap, "to_ldm_keys", lambda keys: parses.append(1) or real(keys))
+    first, second = weights.OffsetFile(info), weights.OffsetFile(info)
+    assert len(parses) == 1 and second.shapes == first.shapes and second.identity == first.identity
+
+    make_offset_file(path, tiny_unet_shapes(), kind="fbc", fmt="ldm", seed=2)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    third = weights.OffsetFile(info)
+    assert len(parses) == 2 and third.kind == "fbc" and third.identity != first.identity
+    weights.clear_cache()
+    weights.OffsetFile(info)
+    assert len(parses) == 3

@@ -24,7 +24,7 @@ def text_conditioning(prompts, dim=None):
     for prompt in prompts:
         seed = int(hashlib.sha1(prompt.encode()).hexdigest()[:8], 16)
         out.append(torch.randn(2, dim, generator=torch.Generator().manual_seed(seed)))
-    return torch.stack(out)
+    return torch.stack(out).to(devices.device)
 
 
 @dataclass(repr=False)
@@ -138,7 +138,8 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
 
 
 def noise_for(seeds, shape):
-    return torch.stack([torch.randn(tuple(shape), generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    # As A1111: drawn on the CPU from each seed, then moved, so a seed gives the same image everywhere.
+    return torch.stack([torch.randn(tuple(shape), generator=torch.Generator().manual_seed(int(s))) for s in seeds]).to(devices.device)
 
 
 class Processed:
@@ -181,10 +182,11 @@ def process_images(p):
                 p.scripts.process_batch(p, batch_number=n, prompts=prompts, seeds=seeds)
             c = text_conditioning(prompts)
             uc = text_conditioning([p.negative_prompt] * len(prompts))
-            samples = p.sample(conditioning=c, unconditional_conditioning=uc, seeds=seeds)
+            with devices.without_autocast() if devices.unet_needs_upcast else devices.autocast():
+                samples = p.sample(conditioning=c, unconditional_conditioning=uc, seeds=seeds)
             if p.scripts is not None:
                 p.scripts.post_sample(p, scripts.PostSampleArgs(samples))
-            decoded = torch.clamp((p.sd_model.decode_first_stage(samples) + 1) / 2, 0, 1)
+            decoded = torch.clamp((p.sd_model.decode_first_stage(samples.to(devices.dtype_vae)).float() + 1) / 2, 0, 1)
             if p.scripts is not None:
                 p.scripts.postprocess_batch(p, decoded, batch_number=n)
                 batch_params = scripts.PostprocessBatchListArgs(list(decoded))

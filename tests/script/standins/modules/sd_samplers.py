@@ -8,7 +8,7 @@ The sampling maths is the real k-diffusion ``sample_dpmpp_2m`` with Karras sigma
 """
 import torch
 
-from modules import shared
+from modules import devices, shared
 from tests.helpers.tiny_unet import k_sampling
 
 
@@ -30,7 +30,8 @@ class CFGDenoiser(torch.nn.Module):
         self.log_sigmas = self.sigmas.log()
 
     def sigma_to_t(self, sigma):
-        return (sigma.log()[:, None] - self.log_sigmas[None]).abs().argmin(dim=1).float()
+        log_sigmas = self.log_sigmas.to(sigma.device)
+        return (sigma.log()[:, None] - log_sigmas[None]).abs().argmin(dim=1).float()
 
     def forward(self, x, sigma, cond, uncond, cond_scale):
         batch = x.shape[0]
@@ -64,7 +65,7 @@ class KDiffusionSampler:
 
     def _sigmas(self, steps):
         wrap = self.model_wrap_cfg
-        return k_sampling().get_sigmas_karras(steps, float(wrap.sigmas[0]), float(wrap.sigmas[-1]))
+        return k_sampling().get_sigmas_karras(steps, float(wrap.sigmas[0]), float(wrap.sigmas[-1]), device=devices.device)
 
     def sample(self, p, x, conditioning, unconditional_conditioning, steps=None, image_conditioning=None):
         sigmas = self._sigmas(steps or p.steps)
