@@ -378,7 +378,37 @@ class GenerationState:
         return next((e for e in self.installed if e.clone is patcher), None)
 
     def by_base(self, base: Any, offsets: ICOffsets) -> InstalledClone | None:
-        return next((e for e in self.installed if e.base is base and e.offsets is offsets), None)
+        """The clone made from ``base``, or from a patcher ``base`` is a plain copy of."""
+        mine = [e for e in self.installed if e.offsets is offsets]
+        return (next((e for e in mine if e.base is base), None)
+                or next((e for e in mine if same_patcher_state(e.base, base)), None))
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 - e.g. tensors of several elements: not provably the same
+        return False
+
+
+def same_patcher_state(a: Any, b: Any) -> bool:
+    """True when patchers ``a`` and ``b`` would sample alike: the same class and model, and
+    equal attributes (patches, object patches, model options, devices...).
+
+    reForge's built-in scripts (Mahiro CFG, RescaleCFG and others) replace the UNet patcher
+    with a fresh ``clone()`` on every sampling pass even while disabled. A clone holds equal
+    patches and options in new containers, so comparing by identity alone would make a new
+    IC-Light clone for every hires pass and batch, and the WebUI would merge again for each
+    (3-4 s on a CPU, measured live). Anything that cannot be compared counts as different.
+    """
+    if a is b:
+        return True
+    if type(a) is not type(b) or getattr(a, "model", None) is not getattr(b, "model", None):
+        return False
+    state_a, state_b = vars(a), vars(b)
+    return state_a.keys() == state_b.keys() and all(_same_value(state_a[k], state_b[k]) for k in state_a)
 
 
 _STATE = "_iclight_forge"
@@ -406,9 +436,9 @@ def install_clone(
     """Point ``p.sd_model.forge_objects.unet`` at a clone patched for ``offsets``.
 
     The clone made from the current patcher is remembered and reused while the WebUI
-    resets ``forge_objects`` to the same base patcher (batch count, hires pass): only its
-    conditioning latent changes, so the WebUI sees an already loaded patcher and merges
-    nothing again. If the current patcher is one of our clones (Forge 2 calls the hook
+    resets ``forge_objects`` to the same base patcher, or to a plain copy of it (batch
+    count, hires pass; see :func:`same_patcher_state`): only its conditioning latent
+    changes, so the WebUI sees an already loaded patcher and merges nothing again. If the current patcher is one of our clones (Forge 2 calls the hook
     once more before resetting), its base is used instead, so clones never stack.
     """
     objects = p.sd_model.forge_objects

@@ -109,6 +109,25 @@ def test_hires_pass_installs_again_at_the_bigger_size(standins, merges):
     assert len(merges) == len(offsets.tensors)
 
 
+def test_a_plain_copy_of_the_base_each_pass_reuses_the_clone(standins, merges):
+    # An extension that sets a fresh clone() before every sampling pass changes nothing that samples.
+    unet = h.tiny_unet()
+    p = h.forge_p(unet)
+    offsets = h.ic_offsets(unet, "fc")
+    backend = ForgeBackend()
+    clones = []
+    for concat, size in ((h.ic_concat("fc", size=8), 8), (h.ic_concat("fc", size=16, seed=4), 16)):
+        h.reset(p)
+        p.sd_model.forge_objects.unet = p.sd_model.forge_objects.unet.clone()
+        backend.install(p, offsets, concat)
+        clones.append(p.sd_model.forge_objects.unet)
+        h.sample(clones[-1], h.load_forge, size=size)
+    backend.cleanup(p)
+
+    assert clones[0] is clones[1]
+    assert len(merges) == len(offsets.tensors)
+
+
 def test_a_wrapper_set_before_is_chained_and_kept(standins):
     unet = h.tiny_unet()
     p = h.forge_p(unet)

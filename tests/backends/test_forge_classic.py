@@ -161,6 +161,56 @@ def test_hires_pass_installs_again_at_the_bigger_size(flavour, patches_merged):
     assert len(patches_merged) == merged_first_pass == len(offsets.tensors)
 
 
+def _passes_with_another_script(p, backend, offsets, other_script) -> list:
+    """A first pass and a hires pass, with ``other_script`` replacing the UNet patcher
+    before ours each time (reForge runs its built-in scripts' hooks first)."""
+    clones = []
+    for concat, size in ((h.ic_concat("fc", size=8), 8), (h.ic_concat("fc", size=16, seed=4), 16)):
+        h.reset(p)
+        p.sd_model.forge_objects.unet = other_script(p.sd_model.forge_objects.unet)
+        backend.install(p, offsets, concat)
+        clones.append(p.sd_model.forge_objects.unet)
+        h.sample(clones[-1], h.load_comfy, size=size)
+    backend.cleanup(p)
+    return clones
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS, indirect=True)
+def test_a_plain_copy_of_the_base_each_pass_reuses_the_clone(flavour, patches_merged):
+    # reForge's Mahiro CFG and RescaleCFG scripts set a fresh clone() on every pass, even disabled.
+    unet = h.tiny_unet()
+    p = h.classic_p(unet, flavour)
+    offsets = h.ic_offsets(unet, "fc")
+    before = storage(unet)
+    clones = _passes_with_another_script(p, ForgeClassicBackend(), offsets, lambda unet_patcher: unet_patcher.clone())
+
+    assert clones[0] is clones[1]
+    assert len(patches_merged) == len(offsets.tensors)  # the hires pass merged nothing again
+    assert_same_storage(unet, before)
+
+
+@pytest.mark.parametrize("flavour", ["comfy"], indirect=True)
+def test_a_base_that_really_changed_gets_its_own_clone(flavour, patches_merged):
+    unet = h.tiny_unet()
+    p = h.classic_p(unet, flavour)
+    offsets = h.ic_offsets(unet, "fc")
+    wrappers = []
+
+    def other_script(unet_patcher):
+        # A new wrapper object on every pass: the patchers sample differently.
+        clone = unet_patcher.clone()
+        wrapper = lambda apply_model, args: apply_model(args["input"], args["timestep"], **args["c"])  # noqa: E731
+        wrappers.append(wrapper)
+        clone.set_model_unet_function_wrapper(wrapper)
+        return clone
+
+    clones = _passes_with_another_script(p, ForgeClassicBackend(), offsets, other_script)
+
+    assert clones[0] is not clones[1]
+    assert [c.model_options["model_function_wrapper"].previous for c in clones] == wrappers
+    assert len(patches_merged) == 2 * len(offsets.tensors)
+
+
 def test_a_wrapper_set_before_is_chained_and_kept(flavour):
     unet = h.tiny_unet()
     p = h.classic_p(unet, flavour)
