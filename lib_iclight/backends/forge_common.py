@@ -408,7 +408,15 @@ def same_patcher_state(a: Any, b: Any) -> bool:
     if type(a) is not type(b) or getattr(a, "model", None) is not getattr(b, "model", None):
         return False
     state_a, state_b = vars(a), vars(b)
-    return state_a.keys() == state_b.keys() and all(_same_value(state_a[k], state_b[k]) for k in state_a)
+    if state_a.keys() != state_b.keys():
+        return False
+    return all(_same_value(state_a[k], state_b[k]) for k in state_a if k not in _BOOKKEEPING)
+
+
+_BOOKKEEPING = frozenset({"parent"})
+"""Patcher attributes that do not change how it samples: ComfyUI-lineage ``clone()`` (reForge,
+newer ComfyUI) records the patcher it was cloned from, only so that memory management can
+fall back to it once the clone is gone."""
 
 
 _STATE = "_iclight_forge"

@@ -346,3 +346,30 @@ def test_the_vae_fingerprint_follows_the_vae(flavour):
     vae_model = p.sd_model.forge_objects.vae.first_stage_model
     vae_model.load_state_dict(vae_model.state_dict())  # sd_vae's _load_vae_dict
     assert backend.vae_fingerprint(p) != first
+
+
+class _Patcher:
+    """The attribute shape of a ComfyUI-lineage patcher, for comparing states."""
+
+    def __init__(self, model, **state):
+        self.model = model
+        self.__dict__.update(state)
+
+
+def test_patcher_states_compare_what_samples_and_ignore_the_parent_link():
+    model, wrapper, patch = object(), (lambda apply_model, args: None), (1.0, torch.zeros(2, 2))
+    state = dict(patches={"k": [patch]}, model_options={"transformer_options": {}, "model_function_wrapper": wrapper})
+    base = _Patcher(model, parent=None, **state)
+    # reForge's clone(): new containers with the same patch tuples, and a link to its parent
+    copy = _Patcher(model, parent=base, patches={"k": [patch]},
+                    model_options={"transformer_options": {}, "model_function_wrapper": wrapper})
+    assert forge_common.same_patcher_state(base, copy)
+
+    other_wrapper = _Patcher(model, parent=base, patches={"k": [patch]},
+                             model_options={"transformer_options": {}, "model_function_wrapper": lambda a, b: None})
+    same_values_new_tensor = _Patcher(model, parent=base, patches={"k": [(1.0, torch.zeros(2, 2))]},
+                                      model_options=state["model_options"])
+    other_model = _Patcher(object(), parent=None, **state)
+    extra_attribute = _Patcher(model, parent=None, extra=1, **state)
+    for different in (other_wrapper, same_values_new_tensor, other_model, extra_attribute):
+        assert not forge_common.same_patcher_state(base, different)
