@@ -86,7 +86,6 @@ def main() -> None:
     os.environ["ICLIGHT_STANDIN_DEVICE"] = opts.device
     on_gpu = opts.device.startswith("cuda")
 
-
     from safetensors.torch import save_file
 
     from modules import paths, processing, scripts, shared

@@ -430,7 +430,8 @@ def _convert(tensor: torch.Tensor, key: str, path: Path, dtype: torch.dtype, dev
 
 _Header = tuple[tuple[str, int, int], dict[str, str], dict[str, tuple[int, ...]]]
 """An offset file's identity (path, size, mtime_ns), file key by ldm key, and shape by ldm key."""
-_headers: dict[tuple[str, int, int], _Header] = {}
+_headers: dict[str, _Header] = {}
+"""The last parsed header of each file, by path: kept while its identity still matches (as ``_probes``)."""
 _header_lock = threading.Lock()
 
 
@@ -461,14 +462,11 @@ class OffsetFile:
             raise ICLightError(ARG, f"cannot read {self.path}: {exc}") from exc
         identity = (str(self.path), st.st_size, st.st_mtime_ns)
         with _header_lock:
-            header = _headers.get(identity)
-        if header is None:
+            header = _headers.get(identity[0])
+        if header is None or header[0] != identity:
             header = self._read_header()
             with _header_lock:
-                for stale in [k for k in _headers if k[0] == identity[0]]:
-                    del _headers[stale]
-                if header[0] == identity:
-                    _headers[identity] = header
+                _headers[identity[0]] = header
         return header
 
     def _read_header(self) -> _Header:

@@ -446,8 +446,9 @@ def install_clone(
     The clone made from the current patcher is remembered and reused while the WebUI
     resets ``forge_objects`` to the same base patcher, or to a plain copy of it (batch
     count, hires pass; see :func:`same_patcher_state`): only its conditioning latent
-    changes, so the WebUI sees an already loaded patcher and merges nothing again. If the current patcher is one of our clones (Forge 2 calls the hook
-    once more before resetting), its base is used instead, so clones never stack.
+    changes, so the WebUI sees an already loaded patcher and merges nothing again. If the
+    current patcher is one of our clones (Forge 2 calls the hook once more before
+    resetting), its base is used instead, so clones never stack.
     """
     objects = p.sd_model.forge_objects
     current = objects.unet
