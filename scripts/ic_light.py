@@ -1,15 +1,63 @@
 """The "IC Light" AlwaysOn script: a thin entry point for A1111, Forge 2, Forge Classic and reForge.
 
 All logic lives in ``lib_iclight``; this file only connects the WebUI's script hooks to
-the controller and builds the panel.
+the controller and builds the panel. Before it imports ``lib_iclight`` it makes sure the
+package of that name is this extension's: other IC-Light extensions ship one too.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
 _EXTENSION_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_PACKAGE = "lib_iclight"
+_logger = logging.getLogger("iclight.script")
+
+
+def _same_dir(a: str, b: str) -> bool:
+    return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+
+
+def other_extensions_with_our_package() -> list[str]:
+    """Enabled extensions other than this one that ship a top-level ``lib_iclight`` too,
+    as "name (path)". Other IC-Light extensions do; Python keeps whichever was imported
+    first for the whole process, so only one of them can load."""
+    try:
+        from modules import extensions
+
+        active = list(extensions.active())
+    except Exception:  # noqa: BLE001 - a WebUI without the list: nothing to warn about
+        return []
+    found = []
+    for ext in active:
+        path = getattr(ext, "path", None)
+        if path and not _same_dir(path, _EXTENSION_ROOT) and os.path.isdir(os.path.join(path, _PACKAGE)):
+            found.append(f"{getattr(ext, 'name', os.path.basename(path))} ({path})")
+    return found
+
+
+def check_our_package() -> None:
+    """Raise ImportError, saying what to do, when another extension's ``lib_iclight`` was
+    imported first: importing ours would then run its code or fail on a missing submodule."""
+    loaded = sys.modules.get(_PACKAGE)
+    if loaded is None:
+        return
+    where = [str(path) for path in getattr(loaded, "__path__", [])]
+    if any(_same_dir(path, os.path.join(_EXTENSION_ROOT, _PACKAGE)) for path in where):
+        return
+    raise ImportError(
+        f"IC Light: another extension's '{_PACKAGE}' package is already loaded (from {', '.join(where) or 'unknown'}). "
+        "Two IC-Light extensions cannot be enabled together: disable the other one in the Extensions tab "
+        "and restart the WebUI."
+    )
+
+
+for _other in other_extensions_with_our_package():
+    _logger.warning("IC Light: the extension %s is another IC-Light extension; only one of them can load. "
+                    "Disable one in the Extensions tab and restart the WebUI.", _other)
+check_our_package()
 if _EXTENSION_ROOT not in sys.path:
     sys.path.insert(0, _EXTENSION_ROOT)
 

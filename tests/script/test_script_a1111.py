@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +16,7 @@ from lib_iclight.errors import ICLightError
 from tests.helpers.images import disc_image, to_base64
 from tests.helpers.tiny_unet import assert_same, snapshot
 
+ROOT = Path(__file__).resolve().parents[2]
 SUBJECT = disc_image(64)
 
 
@@ -353,6 +357,48 @@ def test_settings_and_routes_are_registered(webui):
     models = TestClient(app).get("/ic-light/v1/models").json()
     assert {m["name"]: m["kind"] for m in models["models"]} == {"IC-Light-SD15-FC-fp8": "fc", "iclight_sd15_fbc": "fbc"}
     assert "u2net_human_seg" in models["rembg_models"]
+
+
+def _foreign_package(monkeypatch, where):
+    import types
+
+    foreign = types.ModuleType("lib_iclight")
+    foreign.__path__ = [str(where / "lib_iclight")]
+    monkeypatch.setitem(sys.modules, "lib_iclight", foreign)
+
+
+def test_another_extensions_lib_iclight_stops_the_script_with_advice(webui, tmp_path, monkeypatch):
+    _foreign_package(monkeypatch, tmp_path / "sd-webui-old-ic-light")
+    with pytest.raises(ImportError, match=r"another extension's 'lib_iclight' package is already loaded "
+                                          r"\(from .*sd-webui-old-ic-light.*disable the other one"):
+        webui.script_module.check_our_package()
+
+
+def test_the_script_file_refuses_to_load_over_another_lib_iclight(webui, tmp_path, monkeypatch):
+    _foreign_package(monkeypatch, tmp_path / "sd-webui-old-ic-light")
+    spec = importlib.util.spec_from_file_location("iclight_script_clash", ROOT / "scripts" / "ic_light.py")
+    module = importlib.util.module_from_spec(spec)
+    with pytest.raises(ImportError, match="Two IC-Light extensions cannot be enabled together"):
+        spec.loader.exec_module(module)
+
+
+def test_our_own_lib_iclight_passes_the_check(webui):
+    webui.script_module.check_our_package()
+
+
+def test_other_extensions_shipping_lib_iclight_are_named(webui, tmp_path, monkeypatch):
+    from modules import extensions
+
+    old, disabled, unrelated = tmp_path / "old-ic-light", tmp_path / "disabled", tmp_path / "unrelated"
+    for folder in (old / "lib_iclight", disabled / "lib_iclight", unrelated / "scripts"):
+        folder.mkdir(parents=True)
+    monkeypatch.setattr(extensions, "extensions", [
+        extensions.Extension("this-one", str(ROOT)),
+        extensions.Extension("old-ic-light", str(old)),
+        extensions.Extension("disabled", str(disabled), enabled=False),
+        extensions.Extension("unrelated", str(unrelated)),
+    ])
+    assert webui.script_module.other_extensions_with_our_package() == [f"old-ic-light ({old})"]
 
 
 def test_encoded_conditioning_is_cached_until_the_vae_changes(webui, monkeypatch):
