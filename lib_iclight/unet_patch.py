@@ -9,7 +9,8 @@ between, and why nothing can accumulate over repeated runs.
 Merged tensors are kept between :meth:`UNetPatch.apply` calls of one patch object (batch
 count, hires pass, and later generations when the adapter keeps the patch) and reused
 while the original parameter is the same object, with the same storage and version
-counter, so re-applying costs a dict walk instead of a merge. Offsets may come from an
+counter, and nothing has written into the merged tensor while it sat in the UNet, so
+re-applying costs a dict walk instead of a merge. Offsets may come from an
 :class:`OffsetSource` that reads them only when something must be merged, so a kept
 patch holds one merged copy of the UNet and no offsets. Outside the sampling window
 the patch refers to the UNet and its parameters weakly: it never keeps an unloaded
@@ -71,13 +72,30 @@ class _Slot:
     original_version: int | None
     original_storage: tuple[int, torch.device, torch.dtype]
     merged: nn.Parameter
+    merged_version: int | None = None
+    merged_storage: tuple[int, torch.device, torch.dtype] | None = None
+
+    def __post_init__(self) -> None:
+        self.merged_version = tensor_version(self.merged)
+        self.merged_storage = _storage(self.merged)
 
     def still_fits(self, module: nn.Module, current: torch.Tensor) -> bool:
-        """True when ``current`` is the very tensor merged from, unchanged since."""
+        """True when ``current`` is the very tensor merged from, unchanged since, and the
+        merge itself is unchanged too.
+
+        The merge is checked because it sits in the UNet while sampling: whatever writes
+        into the UNet's weights then (A1111's refiner loads a checkpoint with
+        ``load_state_dict``) writes into it. A merge made as an inference tensor has no
+        version counter; then only its storage is compared.
+        """
         if self.module() is not module or self.original() is not current:
             return False
         version = tensor_version(current)
-        return version is not None and version == self.original_version and _storage(current) == self.original_storage
+        if version is None or version != self.original_version or _storage(current) != self.original_storage:
+            return False
+        if _storage(self.merged) != self.merged_storage:
+            return False
+        return self.merged_version is None or tensor_version(self.merged) == self.merged_version
 
 
 def _storage(tensor: torch.Tensor) -> tuple[int, torch.device, torch.dtype]:

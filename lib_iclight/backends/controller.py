@@ -68,6 +68,36 @@ def _digest(*parts: Image.Image | None) -> str:
     return digest.hexdigest()
 
 
+def refuse_refiner_switch(p: Any) -> None:
+    """Raise ICLightError("refiner_checkpoint") if the Refiner will switch checkpoints mid-sampling.
+
+    The WebUIs switch inside the sampler loop: A1111 loads the refiner's weights into the
+    UNet IC-Light has patched (a size mismatch on conv_in, or the refiner's weights
+    written over the merged ones), and the Forge family swaps in the refiner's own UNet
+    patcher, which samples the remaining steps without IC-Light. The test mirrors
+    ``sd_samplers_common.apply_refiner``: no switch without a refiner, to the checkpoint
+    already loaded, or at a ratio no step reaches (1.0); ``None`` switches at once.
+    ``refiner_checkpoint_info`` is resolved by ``process_images`` before the ``process`` hook.
+    """
+    refiner = getattr(p, "refiner_checkpoint_info", None)
+    if refiner is None:
+        return
+    switch_at = getattr(p, "refiner_switch_at", None)
+    if switch_at is not None and float(switch_at) >= 1.0:
+        return
+    if refiner == getattr(p.sd_model, "sd_checkpoint_info", None):
+        return
+    # A1111's CheckpointInfo: "name.safetensors [hash]" as the UI shows it.
+    titles = (getattr(refiner, attr, None) for attr in ("short_title", "title", "name"))
+    name = next((t for t in titles if isinstance(t, str) and t), str(refiner))
+    when = "from the first step" if switch_at is None else f"at {float(switch_at):g} of the steps"
+    raise ICLightError(
+        "refiner_checkpoint",
+        f"IC-Light cannot run with the Refiner: switching to {name} {when} would sample the rest "
+        "without IC-Light. Turn the Refiner off for IC-Light generations",
+    )
+
+
 def _guarded(hook: Callable[..., Any]) -> Callable[..., Any]:
     """Run a hook; on any error, arm the tripwire so the generation stops with it."""
 
@@ -115,6 +145,7 @@ class ICLightController:
         if is_img2img and info.kind != "fc":
             raise ICLightError("model_type", f"img2img relighting needs an fc model, {info.name} is {info.kind}")
         self.backend.check_model(p)
+        refuse_refiner_switch(p)
         settings = self.settings()
         set_cache_capacity(settings.offset_cache_size)
         offsets = self.backend.load_offsets(info)

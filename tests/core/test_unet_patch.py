@@ -227,6 +227,30 @@ def test_a_storage_swap_without_a_version_bump_is_noticed(unet):
     patch.release()
 
 
+@pytest.mark.parametrize("write", ["in_place", "data_swap"])
+def test_a_write_into_a_merge_during_the_window_is_noticed(unet, write):
+    """Whatever writes into the UNet while the patch is applied writes into the merge
+    (A1111's refiner loads a checkpoint with load_state_dict mid-sampling): the next
+    apply must merge that parameter again, not reuse the overwritten merge."""
+    offsets = make_offsets(unet, "fc")
+    before = snapshot(unet)
+    patch = UNetPatch(unet, offsets, _concat("fc"))
+    with patch:
+        reference = sample(unet)
+    with patch:
+        merged = unet.out[2].weight
+        with torch.no_grad():
+            if write == "in_place":
+                merged.copy_(before["out.2.weight"][1])
+            else:
+                merged.data = before["out.2.weight"][1].clone()
+    assert_same(unet, before)
+    with patch:
+        assert torch.equal(sample(unet), reference)
+    assert patch.merges == len(offsets) + 1
+    patch.release()
+
+
 def test_the_patch_holds_the_unet_weakly_outside_the_window():
     import gc
     import weakref

@@ -176,3 +176,19 @@ def test_bad_request_is_refused_by_name(webui: WebUI, assert_model_untouched, ca
     assert response.status_code == 422, f"{case}: expected a 422 refusal, got {response.status_code}: {response.text[:500]}"
     assert arg in response.text, f"{case}: the answer should name {arg}: {response.text[:2000]}"
     assert_model_untouched()
+
+
+def test_refiner_switch_is_refused(webui: WebUI, assert_model_untouched) -> None:
+    """The Refiner would sample the steps after its switch without IC-Light; needs a second
+    checkpoint on the server to switch to."""
+    current = str(webui.option("sd_model_checkpoint", ""))
+    response = webui.get("/sdapi/v1/sd-models")
+    assert response.status_code == 200, response.text
+    others = [m["title"] for m in response.json() if m["title"] != current and m["model_name"] not in current]
+    if not others:
+        pytest.skip("the server has one checkpoint: nothing for the Refiner to switch to")
+    response = webui.post("txt2img", webui.ic_payload(webui.ic_args(), refiner_checkpoint=others[0],
+                                                      refiner_switch_at=0.5))
+    assert response.status_code == 422, f"expected a 422 refusal, got {response.status_code}: {response.text[:500]}"
+    assert "refiner_checkpoint" in response.text and "Refiner" in response.text, response.text[:2000]
+    assert_model_untouched()

@@ -244,6 +244,66 @@ def test_interrupt_restores_the_unet(webui, unet, plain, monkeypatch):
     assert same_images(pixels(run(webui)[1]), plain)
 
 
+# -- Refiner ------------------------------------------------------------------------
+
+
+def test_a_refiner_switch_is_refused_before_anything_is_patched(webui, unet, plain):
+    reference = pixels(run(webui, ic_args())[1])
+    before = snapshot(unet)
+    with pytest.raises(ICLightError, match=r"^refiner_checkpoint: IC-Light cannot run with the Refiner: "
+                                           r"switching to other at 0\.5 of the steps"):
+        run(webui, ic_args(), refiner_checkpoint="other", refiner_switch_at=0.5)
+    with pytest.raises(ICLightError, match="^refiner_checkpoint: .*from the first step"):
+        run(webui, ic_args(), refiner_checkpoint="other", refiner_switch_at=None)
+    assert_same(unet, before)
+    assert webui.shared.sd_model.sd_checkpoint_info == "base"
+    assert same_images(pixels(run(webui)[1]), plain)
+    assert same_images(pixels(run(webui, ic_args())[1]), reference)
+
+
+@pytest.mark.parametrize("refiner,switch_at", [("other", 1.0), ("base", 0.5)])
+def test_a_refiner_that_never_switches_is_no_obstacle(webui, unet, refiner, switch_at):
+    reference = pixels(run(webui, ic_args())[1])
+    before = snapshot(unet)
+    _, processed = run(webui, ic_args(), refiner_checkpoint=refiner, refiner_switch_at=switch_at)
+    assert same_images(pixels(processed), reference)
+    assert_same(unet, before)
+
+
+def test_the_refiner_is_named_as_the_webui_shows_it():
+    from types import SimpleNamespace
+
+    from lib_iclight.backends.controller import refuse_refiner_switch
+
+    base = SimpleNamespace(short_title="base.safetensors [0a1b2c3d]")
+    refiner = SimpleNamespace(short_title="detail.safetensors [4e5f6a7b]", title="detail.safetensors [4e5f6a7b...]")
+    p = SimpleNamespace(sd_model=SimpleNamespace(sd_checkpoint_info=base), refiner_checkpoint_info=refiner,
+                        refiner_switch_at=0.8)
+    with pytest.raises(ICLightError, match=r"switching to detail\.safetensors \[4e5f6a7b\] at 0\.8 of the steps"):
+        refuse_refiner_switch(p)
+    p.refiner_checkpoint_info = base
+    refuse_refiner_switch(p)  # the checkpoint already loaded: no switch
+    refuse_refiner_switch(SimpleNamespace(sd_model=SimpleNamespace()))  # a WebUI without the refiner
+
+
+def test_without_the_refusal_the_refiner_writes_into_the_patched_unet(webui, unet, plain, monkeypatch):
+    """Negative control: A1111 loads the refiner's weights into the UNet mid-sampling,
+    i.e. into IC-Light's merges; conv_in's size stops the load with torch's own error.
+    The UNet is restored all the same, and the kept merges are not reused after the write."""
+    from lib_iclight.backends import controller
+
+    reference = pixels(run(webui, ic_args())[1])
+    before = snapshot(unet)
+    monkeypatch.setattr(controller, "refuse_refiner_switch", lambda p: None)
+    with pytest.raises(RuntimeError, match="size mismatch for input_blocks.0.0.weight"):
+        run(webui, ic_args(), refiner_checkpoint="other", refiner_switch_at=0.5)
+    monkeypatch.undo()
+    assert_same(unet, before)
+    assert webui.shared.sd_model.sd_checkpoint_info == "base"
+    assert same_images(pixels(run(webui)[1]), plain)
+    assert same_images(pixels(run(webui, ic_args())[1]), reference)
+
+
 # -- LoRA ---------------------------------------------------------------------------
 
 

@@ -56,7 +56,7 @@ class TinyLatentDiffusion(nn.Module):
     is_sdxl = False
     is_sd2 = False
     is_sd1 = True
-    checkpoint_name = "base"
+    sd_checkpoint_info = "base"
     sd_model_hash = "base"
 
     def __init__(self, unet: nn.Module | None = None, vae_seed: int = 7) -> None:

@@ -4,7 +4,8 @@ Kept from the real source: the hook order of process_images_inner; ``sample`` cr
 the sampler and calling ``process_before_every_sampling`` right before it; the hires
 pass (checkpoint swap in try/finally, latent upscale, a new sampler, ``before_hr`` and a
 second ``process_before_every_sampling``); img2img encoding ``init_images`` in ``init``
-after the ``process`` hook; ``p.sd_model`` being ``shared.sd_model``.
+after the ``process`` hook; ``p.sd_model`` being ``shared.sd_model``; the refiner's
+checkpoint resolved before the ``process`` hook and switched to inside the sampler loop.
 """
 import hashlib
 from dataclasses import dataclass, field
@@ -46,6 +47,9 @@ class StableDiffusionProcessing:
     extra_generation_params: dict = field(default_factory=dict)
     is_hr_pass: bool = False
     iteration: int = 0
+    refiner_checkpoint: str = None
+    refiner_switch_at: float = None
+    refiner_checkpoint_info: Any = None
 
     @property
     def sd_model(self):
@@ -88,7 +92,7 @@ class StableDiffusionProcessingTxt2Img(StableDiffusionProcessing):
         samples = self.sampler.sample(self, x, conditioning, unconditional_conditioning)
         if not self.enable_hr:
             return samples
-        current = getattr(shared.sd_model, "checkpoint_name", None)
+        current = getattr(shared.sd_model, "sd_checkpoint_info", None)
         try:
             if self.hr_checkpoint_name:
                 self.sampler = None
@@ -160,6 +164,12 @@ def process_images(p):
     """Mirrors process_images + process_images_inner (no grid, no face restore, no saving)."""
     if p.scripts is not None:
         p.scripts.before_process(p)
+    # A1111 resolves the refiner's checkpoint info before the process hook (the stand-in's
+    # infos are the checkpoint names).
+    if p.refiner_checkpoint not in (None, "", "None", "none"):
+        if p.refiner_checkpoint not in sd_models.checkpoints:
+            raise Exception(f"Could not find checkpoint with name {p.refiner_checkpoint}")
+        p.refiner_checkpoint_info = p.refiner_checkpoint
     all_prompts = [p.prompt] * (p.batch_size * p.n_iter)
     all_seeds = [p.seed + i for i in range(len(all_prompts))]
     if p.scripts is not None:

@@ -8,9 +8,9 @@ checkpoints = {}
 
 def reload_model_weights(info=None):
     model = shared.sd_model
-    if info is None or getattr(model, "checkpoint_name", None) == info:
+    if info is None or getattr(model, "sd_checkpoint_info", None) == info:
         return model
     model.model.diffusion_model.load_state_dict(checkpoints[info], strict=False)
-    model.checkpoint_name = info
+    model.sd_checkpoint_info = info
     model.sd_model_hash = info
     return model
