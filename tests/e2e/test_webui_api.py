@@ -6,6 +6,7 @@ check that requests are served or refused correctly, not how good the relighting
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -181,10 +182,13 @@ def test_bad_request_is_refused_by_name(webui: WebUI, assert_model_untouched, ca
 def test_refiner_switch_is_refused(webui: WebUI, assert_model_untouched) -> None:
     """The Refiner would sample the steps after its switch without IC-Light; needs a second
     checkpoint on the server to switch to."""
-    current = str(webui.option("sd_model_checkpoint", ""))
+    # The loaded checkpoint as the generation reports it: the option can be unset (Forge Classic).
+    response = webui.post("txt2img", webui.plain_payload())
+    assert response.status_code == 200, response.text
+    loaded = json.loads(response.json()["info"])["sd_model_name"]
     response = webui.get("/sdapi/v1/sd-models")
     assert response.status_code == 200, response.text
-    others = [m["title"] for m in response.json() if m["title"] != current and m["model_name"] not in current]
+    others = [m["title"] for m in response.json() if m["model_name"] != loaded]
     if not others:
         pytest.skip("the server has one checkpoint: nothing for the Refiner to switch to")
     response = webui.post("txt2img", webui.ic_payload(webui.ic_args(), refiner_checkpoint=others[0],
