@@ -71,10 +71,11 @@ def _digest(*parts: Image.Image | None) -> str:
 def refuse_refiner_switch(p: Any) -> None:
     """Raise ICLightError("refiner_checkpoint") if the Refiner will switch checkpoints mid-sampling.
 
-    The WebUIs switch inside the sampler loop: A1111 loads the refiner's weights into the
-    UNet IC-Light has patched (a size mismatch on conv_in, or the refiner's weights
-    written over the merged ones), and the Forge family swaps in the refiner's own UNet
-    patcher, which samples the remaining steps without IC-Light. The test mirrors
+    The WebUIs switch inside the sampler loop. A1111 loads an SD1.5 refiner into the UNet
+    IC-Light has patched (its weights land in the merges, then conv_in's size stops the
+    load with a torch error) and any other refiner as a new model without IC-Light; the
+    Forge family swaps in the refiner's own UNet patcher, which samples the remaining
+    steps without IC-Light (seen live on reForge: a 200 with another image). The test mirrors
     ``sd_samplers_common.apply_refiner``: no switch without a refiner, to the checkpoint
     already loaded, or at a ratio no step reaches (1.0); ``None`` switches at once.
     ``refiner_checkpoint_info`` is resolved by ``process_images`` before the ``process`` hook.
