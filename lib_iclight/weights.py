@@ -19,12 +19,13 @@ header, tensors read only for what must be merged, and never held afterwards.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Literal, Sequence
+from typing import Generic, Literal, Sequence, TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -119,28 +120,55 @@ def read_model_info(path: str | Path) -> ICModelInfo:
     return ICModelInfo(path.stem, path, KIND_BY_CHANNELS[shape[1]], shape[1])
 
 
-# Header results by path, valid while size and mtime stay the same; keeps a WebUI's
-# repeated list refreshes from re-reading headers and repeating the same warning.
-_probe_lock = threading.Lock()
-_probes: dict[Path, tuple[int, int, ICModelInfo | ICLightError]] = {}
+_T = TypeVar("_T")
+FileStamp = tuple[int, int]
+"""A file's (size, mtime_ns): what tells a cached reading of it from a stale one."""
+
+
+def file_stamp(st: os.stat_result) -> FileStamp:
+    return st.st_size, st.st_mtime_ns
+
+
+class _FileCache(Generic[_T]):
+    """One value read from each file, by path, valid while the file's stamp is unchanged."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[FileStamp, _T]] = {}
+
+    def get(self, path: Path | str, stamp: FileStamp) -> _T | None:
+        with self._lock:
+            entry = self._entries.get(str(path))
+        return entry[1] if entry is not None and entry[0] == stamp else None
+
+    def put(self, path: Path | str, stamp: FileStamp, value: _T) -> None:
+        with self._lock:
+            self._entries[str(path)] = (stamp, value)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+# Header results by path; keeps a WebUI's repeated list refreshes from re-reading headers
+# and repeating the same warning.
+_probes: _FileCache[ICModelInfo | ICLightError] = _FileCache()
 
 
 def _probe(path: Path) -> ICModelInfo | ICLightError:
     try:
-        st = path.stat()
+        stamp = file_stamp(path.stat())
     except OSError as exc:
         return ICLightError(ARG, f"cannot read {path}: {exc}")
-    with _probe_lock:
-        known = _probes.get(path)
-        if known and known[:2] == (st.st_size, st.st_mtime_ns):
-            return known[2]
+    known = _probes.get(path, stamp)
+    if known is not None:
+        return known
     try:
         result: ICModelInfo | ICLightError = read_model_info(path)
     except ICLightError as exc:
         logger.warning("skipping a model file: %s", exc.problem)
         result = exc
-    with _probe_lock:
-        _probes[path] = (st.st_size, st.st_mtime_ns, result)
+    _probes.put(path, stamp, result)
     return result
 
 
@@ -290,10 +318,8 @@ def clear_cache() -> None:
     remembered file headers, so the next listing reads and reports every file afresh."""
     with _cache_lock:
         _cache.clear()
-    with _probe_lock:
-        _probes.clear()
-    with _header_lock:
-        _headers.clear()
+    _probes.clear()
+    _headers.clear()
 
 
 def set_cache_capacity(entries: int) -> None:
@@ -430,9 +456,8 @@ def _convert(tensor: torch.Tensor, key: str, path: Path, dtype: torch.dtype, dev
 
 _Header = tuple[tuple[str, int, int], dict[str, str], dict[str, tuple[int, ...]]]
 """An offset file's identity (path, size, mtime_ns), file key by ldm key, and shape by ldm key."""
-_headers: dict[str, _Header] = {}
-"""The last parsed header of each file, by path: kept while its identity still matches (as ``_probes``)."""
-_header_lock = threading.Lock()
+_headers: _FileCache[_Header] = _FileCache()
+"""The last parsed header of each offset file."""
 
 
 class OffsetFile:
@@ -457,16 +482,14 @@ class OffsetFile:
         header's 686 keys each time cost ~10 ms, a visible share of a GPU generation.
         """
         try:
-            st = self.path.stat()
+            stamp = file_stamp(self.path.stat())
         except OSError as exc:
             raise ICLightError(ARG, f"cannot read {self.path}: {exc}") from exc
-        identity = (str(self.path), st.st_size, st.st_mtime_ns)
-        with _header_lock:
-            header = _headers.get(identity[0])
-        if header is None or header[0] != identity:
+        header = _headers.get(self.path, stamp)
+        if header is None:
             header = self._read_header()
-            with _header_lock:
-                _headers[identity[0]] = header
+            # Filed under the stamp it was read at, which a change in between makes differ.
+            _headers.put(self.path, header[0][1:], header)
         return header
 
     def _read_header(self) -> _Header:
