@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol, Sequence
 
 import torch
@@ -72,8 +72,8 @@ class _Slot:
     original_version: int | None
     original_storage: tuple[int, torch.device, torch.dtype]
     merged: nn.Parameter
-    merged_version: int | None = None
-    merged_storage: tuple[int, torch.device, torch.dtype] | None = None
+    merged_version: int | None = field(init=False)
+    merged_storage: tuple[int, torch.device, torch.dtype] = field(init=False)
 
     def __post_init__(self) -> None:
         self.merged_version = tensor_version(self.merged)
