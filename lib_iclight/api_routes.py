@@ -44,8 +44,9 @@ def register_routes(
     app: Any,
     list_ic_models: Callable[[], Sequence[ModelInfoLike]],
     list_rembg_models: Callable[[], Sequence[str]],
+    status: Callable[[], dict[str, Any]] | None = None,
 ) -> None:
-    """Add ``GET /ic-light/v1/{models,schema,version}`` to ``app`` (a FastAPI app).
+    """Add ``GET /ic-light/v1/{models,schema,version,status}`` to ``app`` (a FastAPI app).
 
     The listing functions run per request, so files added while the WebUI runs show up
     without a restart. Listing rembg models imports rembg, which is slow the first time
@@ -68,4 +69,12 @@ def register_routes(
         """The extension's version and the positional order of its args."""
         return version_payload()
 
-    logger.debug("registered %s/{models,schema,version}", PREFIX)
+    if status is not None:
+
+        @app.get(f"{PREFIX}/status", tags=["IC Light"])
+        def ic_light_status() -> dict[str, Any]:
+            """The WebUI family and adapter, the IC model the UNet holds now, merges and
+            restores since start, and what the offset, latent and subject caches hold."""
+            return status()
+
+    logger.debug("registered %s/{models,schema,version%s}", PREFIX, ",status" if status is not None else "")

@@ -80,14 +80,17 @@ OPTIONS: tuple[OptionSpec, ...] = (
         "iclight_append_removed_bg", True, "Append the background-removed input to the outputs", "checkbox",
     ),
     OptionSpec(
-        "iclight_offset_cache_size", 2, "IC-Light models kept in memory", "slider",
+        "iclight_offset_cache_size", 2, "IC-Light models kept in memory (Forge family)", "slider",
         minimum=CACHE_SIZE_RANGE[0], maximum=CACHE_SIZE_RANGE[1],
-        info="each fp16 model takes about 1.7 GB of RAM; switching models is slow without the cache",
+        info="each model costs its file's size in RAM: 1.7 GB for the official fp16 files, 0.86 GB for fp8 ones; "
+             "AUTOMATIC1111 reads the file when it merges and keeps none",
     ),
     OptionSpec(
-        "iclight_keep_merged", True, "Keep the merged IC-Light UNet weights between generations (AUTOMATIC1111)",
+        "iclight_keep_merged", True, "Keep IC-Light merged between generations",
         "checkbox",
-        info="repeated IC-Light generations skip the merge; costs one extra copy of the UNet weights in memory",
+        info="repeated IC-Light generations merge nothing. AUTOMATIC1111: one extra copy of the UNet weights "
+             "in memory; Forge family: the UNet stays merged, as with a LoRA, and the WebUI restores it before "
+             "the next plain generation. Off: the UNet is restored after every generation",
     ),
 )
 

@@ -90,6 +90,13 @@ class ICOffsets:
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.tensors.values())
 
+    @property
+    def dtype_name(self) -> str:
+        """The tensors' dtype without the ``torch.`` prefix ("float16", "float8_e4m3fn"),
+        or the names joined by "+" for a file that mixes dtypes."""
+        names = sorted({str(t.dtype).removeprefix("torch.") for t in self.tensors.values()})
+        return "+".join(names) or "none"
+
 
 # --------------------------------------------------------------------------------------
 # Reading headers and listing folders.
@@ -301,12 +308,12 @@ def resolve_model(name: str, dirs: Sequence[str | Path]) -> ICModelInfo:
 # --------------------------------------------------------------------------------------
 # Loading offsets, with a small cache.
 
-# Each cached entry of the SD1.5 offsets holds 859.5 M values: 1.72 GB in float16 or
-# bfloat16, 3.44 GB in float32, on the entry's device. The default of 2 entries covers
-# switching between fc and fbc without reloading, at up to 3.4 GB of float16.
+# Each cached entry of the SD1.5 offsets holds 859.5 M values, by default in the file's own
+# dtype: 0.86 GB for a float8 file, 1.72 GB for float16 (the official files). The default
+# of 2 entries covers switching between fc and fbc without reloading.
 DEFAULT_CACHE_CAPACITY = 2
 
-_CacheKey = tuple[str, int, int, torch.dtype, str]
+_CacheKey = tuple[str, int, int, "torch.dtype | None", str]
 _cache_lock = threading.Lock()
 _cache: "OrderedDict[_CacheKey, ICOffsets]" = OrderedDict()
 _loading: dict[_CacheKey, threading.Lock] = {}
@@ -333,9 +340,21 @@ def set_cache_capacity(entries: int) -> None:
 
 
 def cache_info() -> list[tuple[str, str, str]]:
-    """(path, dtype, device) of each cached entry, oldest first; for logs and tests."""
+    """(path, dtype, device) of each cached entry, oldest first; for logs and tests.
+    The dtype is "stored" for an entry kept in the file's own dtypes."""
     with _cache_lock:
-        return [(k[0], str(k[3]), k[4]) for k in _cache]
+        return [(k[0], "stored" if k[3] is None else str(k[3]), k[4]) for k in _cache]
+
+
+def cache_entries() -> list[dict[str, object]]:
+    """What the offset cache holds, oldest first, without paths (for the status route):
+    ``{"model", "kind", "dtype", "device", "bytes"}`` per entry."""
+    with _cache_lock:
+        entries = [(k, v) for k, v in _cache.items()]
+    return [
+        {"model": v.info.name, "kind": v.kind, "dtype": v.dtype_name, "device": k[4], "bytes": v.nbytes}
+        for k, v in entries
+    ]
 
 
 def _evict_locked() -> None:
@@ -344,13 +363,16 @@ def _evict_locked() -> None:
         logger.debug("evicted offsets of %s (%s, %s) from the cache", key[0], key[3], key[4])
 
 
-def load_offsets(info: ICModelInfo, dtype: torch.dtype = torch.float16,
+def load_offsets(info: ICModelInfo, dtype: torch.dtype | None = None,
                  device: str | torch.device = "cpu") -> ICOffsets:
-    """Read the offsets of ``info``'s file as ldm-keyed tensors of ``dtype`` on ``device``.
+    """Read the offsets of ``info``'s file as ldm-keyed tensors on ``device``.
 
-    Any float storage type is accepted and converted; float8 goes through float32, which
-    represents every float8 value exactly. ``device`` may be a GPU: tensors are cast on the
-    CPU, then moved (the cache then holds GPU memory). Raises :class:`ICLightError`
+    ``dtype`` None (the default) keeps each tensor in the dtype the file stores it in,
+    float8 included: the cache then costs exactly the file's size (0.86 GB for an fp8
+    SD1.5 file, 1.72 GB for fp16), and a WebUI merge casts each offset once, to the
+    weight's own dtype. A float ``dtype`` converts instead (float8 through float32, which
+    represents every float8 value exactly). ``device`` may be a GPU: tensors are cast on
+    the CPU, then moved (the cache then holds GPU memory). Raises :class:`ICLightError`
     (``model_type: ...``) for an unreadable file, keys that are not SD1.5 UNet parameters,
     or a missing conv_in.
 
@@ -359,7 +381,7 @@ def load_offsets(info: ICModelInfo, dtype: torch.dtype = torch.float16,
     entries are evicted beyond the capacity, see :data:`DEFAULT_CACHE_CAPACITY`). Safe to
     call from several threads; concurrent calls for one entry read the file once.
     """
-    if not dtype.is_floating_point or dtype in _FLOAT8:
+    if dtype is not None and (not dtype.is_floating_point or dtype in _FLOAT8):
         raise ValueError(f"offsets are computed in float16, bfloat16, float32 or float64, not {dtype}")
     path = Path(info.path).resolve()
     try:
@@ -394,7 +416,7 @@ def load_offsets(info: ICModelInfo, dtype: torch.dtype = torch.float16,
                 _loading.pop(key, None)
 
 
-def _read_offsets(info: ICModelInfo, path: Path, dtype: torch.dtype, device: torch.device) -> ICOffsets:
+def _read_offsets(info: ICModelInfo, path: Path, dtype: torch.dtype | None, device: torch.device) -> ICOffsets:
     started = time.perf_counter()
     tensors: dict[str, torch.Tensor] = {}
     try:
@@ -431,13 +453,13 @@ def _read_offsets(info: ICModelInfo, path: Path, dtype: torch.dtype, device: tor
     logger.info(
         "loaded IC-Light offsets %s (%s, %s keys, %d tensors, %.2f GB %s on %s) in %.2f s",
         info.name, info.kind, conversion.key_format, len(tensors), offsets.nbytes / 1e9,
-        str(dtype).removeprefix("torch."), device, time.perf_counter() - started,
+        offsets.dtype_name, device, time.perf_counter() - started,
     )
     return offsets
 
 
-def _convert(tensor: torch.Tensor, key: str, path: Path, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Cast one stored tensor to ``dtype`` on ``device``, in memory of its own.
+def _convert(tensor: torch.Tensor, key: str, path: Path, dtype: torch.dtype | None, device: torch.device) -> torch.Tensor:
+    """Cast one stored tensor to ``dtype`` (None: keep its own) on ``device``, in memory of its own.
 
     safetensors hands out tensors that view the memory-mapped file; a cached view would
     change (or fault) if the file were rewritten in place, so a tensor that needs neither
@@ -446,11 +468,14 @@ def _convert(tensor: torch.Tensor, key: str, path: Path, dtype: torch.dtype, dev
     if not tensor.is_floating_point():
         raise ICLightError(ARG, f"{path}: tensor {key} has dtype {tensor.dtype}; offsets must be floats")
     stored = tensor
-    if tensor.dtype in _FLOAT8:
-        # Not every torch casts float8 straight to every float type; float32 holds each
-        # float8 value exactly, so the detour changes nothing.
-        tensor = tensor.to(torch.float32)
-    converted = tensor.to(device=device, dtype=dtype)
+    if dtype is None:
+        converted = tensor.to(device=device)
+    else:
+        if tensor.dtype in _FLOAT8:
+            # Not every torch casts float8 straight to every float type; float32 holds each
+            # float8 value exactly, so the detour changes nothing.
+            tensor = tensor.to(torch.float32)
+        converted = tensor.to(device=device, dtype=dtype)
     return converted.clone() if converted is stored else converted
 
 

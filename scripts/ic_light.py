@@ -105,5 +105,9 @@ class ICLightScript(scripts.Script):
         controller().postprocess(p, processed, *args)
 
 
+def _status() -> dict:
+    return controller().status(webui_glue.loaded_sd_model())
+
+
 webui_glue.register_settings()
-webui_glue.register_api_routes()
+webui_glue.register_api_routes(_status)

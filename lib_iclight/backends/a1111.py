@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from ..errors import ICLightError
+from ..status import MergeLedger
 from ..unet_patch import CONV_IN, UNetPatch, tensor_version
 from ..weights import ICModelInfo, ICOffsets, OffsetFile
 from . import tripwire
@@ -106,10 +107,13 @@ class A1111Backend:
     """The adapter for AUTOMATIC1111's WebUI (ldm UNet, ldm VAE)."""
 
     name = "a1111"
+    family = "a1111"
 
     def __init__(self) -> None:
         self._kept: UNetPatch | None = None
         self._kept_key: tuple | None = None
+        self._kept_name: str | None = None
+        self.ledger = MergeLedger()
 
     def load_offsets(self, info: ICModelInfo) -> OffsetFile:
         """The model as a lazily read file: the kept merges are the cache (see module doc)."""
@@ -122,14 +126,14 @@ class A1111Backend:
             return kept
         self.release_kept()  # before merging anew: never two merged copies at once
         source = offsets if isinstance(offsets, OffsetFile) else offsets.tensors
-        self._kept, self._kept_key = UNetPatch(unet, source), key
+        self._kept, self._kept_key, self._kept_name = UNetPatch(unet, source), key, offsets.info.name
         return self._kept
 
     def release_kept(self) -> None:
         """Drop the merged weights kept between generations (frees one UNet copy)."""
         if self._kept is not None and not self._kept.active:
             self._kept.release()
-        self._kept = self._kept_key = None
+        self._kept = self._kept_key = self._kept_name = None
 
     def check_model(self, p: Any) -> None:
         model = p.sd_model
@@ -169,10 +173,21 @@ class A1111Backend:
         patch.check()
         patch.set_concat(concat)
 
+        name = offsets.info.name
+        ledger = self.ledger
+
         def around(sample: Callable[..., Any]) -> Callable[..., Any]:
             def sample_with_ic_light(*args: Any, **kwargs: Any) -> Any:
-                with _lora_guard(patch.target_modules()), patch:
-                    return sample(*args, **kwargs)
+                with _lora_guard(patch.target_modules()):
+                    merged_before = patch.merges
+                    patch.apply()
+                    try:
+                        if patch.merges != merged_before:
+                            ledger.merged(name)
+                        return sample(*args, **kwargs)
+                    finally:
+                        patch.remove()
+                        ledger.restored()
 
             return sample_with_ic_light
 
@@ -193,3 +208,15 @@ class A1111Backend:
         # one device would hold memory there and go stale anyway.
         if not keep_merged or getattr(p.sd_model, "lowvram", False):
             self.release_kept()
+
+    def observe(self, p: Any) -> None:
+        """Nothing to look at: this adapter merges and restores itself and tells the ledger."""
+
+    def unet_status(self, sd_model: Any) -> dict[str, Any]:
+        """The ledger; the UNet holds IC-Light only while sampling, the kept merges sit beside it."""
+        kept = self._kept
+        return {
+            **self.ledger.snapshot().as_dict(),
+            "kept_merges": None if kept is None else self._kept_name,
+            "kept_merges_bytes": 0 if kept is None else kept.merged_bytes,
+        }

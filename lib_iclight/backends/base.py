@@ -11,6 +11,7 @@ from typing import Any, Hashable, Protocol
 
 import torch
 
+from ..status import MergeLedger
 from ..weights import ICModelInfo
 
 
@@ -18,6 +19,11 @@ class Backend(Protocol):
     """One WebUI family's adapter. ``p`` is the WebUI's processing object."""
 
     name: str
+    """The WebUI this adapter runs on: "a1111", "forge", "forge-classic" or "reforge"."""
+    family: str
+    """The adapter family: "a1111", "forge" (Forge 2) or "forge-classic" (Forge Classic, reForge)."""
+    ledger: MergeLedger
+    """Merges and restores of IC-Light weights since start (see :mod:`lib_iclight.status`)."""
 
     def check_model(self, p: Any) -> None:
         """Raise ICLightError("model_type", ...) unless the loaded checkpoint is an SD1.5 UNet
@@ -49,8 +55,17 @@ class Backend(Protocol):
         """
 
     def cleanup(self, p: Any, keep_merged: bool = True) -> None:
-        """Called once the generation is over (also after a failure): leave the model as found.
+        """Called once the generation is over (also after a failure).
 
-        ``keep_merged`` (a setting) allows keeping merged weights *off* the model for the
-        next generation, where the adapter can; the model itself is always restored.
+        ``keep_merged`` (the setting, on by default) lets the next IC-Light generation skip
+        the merge. AUTOMATIC1111 restores the UNet and keeps the merged weights beside it;
+        the Forge family leaves the IC-Light patcher loaded, as it does a LoRA, and the
+        WebUI's own unpatch restores the weights before the next plain generation. Off:
+        the weights are restored now and nothing is kept.
         """
+
+    def observe(self, p: Any) -> None:
+        """Look at the UNet at any generation's hook (IC-Light or not), for the ledger."""
+
+    def unet_status(self, sd_model: Any) -> dict[str, Any]:
+        """``{"holds", "merges", "restores", ...}``: what the UNet holds now, for the status route."""

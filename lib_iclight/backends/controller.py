@@ -32,7 +32,8 @@ from ..args import ICLightArgs, parse_args
 from ..detail import detail_transfer
 from ..errors import ICLightError
 from ..settings import ICLightSettings
-from ..weights import ICModelInfo, resolve_model, set_cache_capacity
+from ..status import image_bytes, tensor_bytes
+from ..weights import ICModelInfo, cache_entries, resolve_model, set_cache_capacity
 from . import tripwire
 from .base import Backend
 
@@ -66,6 +67,13 @@ def _digest(*parts: Image.Image | None) -> str:
             digest.update(f"{image.mode}{image.size}".encode())
             digest.update(image.tobytes())
     return digest.hexdigest()
+
+
+def _prepared_bytes(prepared: subject.PreparedImages) -> int:
+    """Memory of one prepared subject's images, each image counted once."""
+    images_ = {id(im): im for im in (prepared.fg, prepared.bg, prepared.mask, prepared.removed_bg,
+                                      prepared.detail_source, prepared.cutout) if im is not None}
+    return sum(image_bytes(im) for im in images_.values())
 
 
 def refuse_refiner_switch(p: Any) -> None:
@@ -138,6 +146,7 @@ class ICLightController:
     def process(self, p: Any, *raw_args: Any) -> None:
         """Validate and prepare everything that does not need the sampling size."""
         setattr(p, _REQUEST, None)
+        self._observe(p)
         args = parse_args(list(raw_args))
         if not args.enable:
             return
@@ -292,6 +301,47 @@ class ICLightController:
         finally:
             setattr(p, _REQUEST, None)
             self.backend.cleanup(p, keep_merged=self.settings().keep_merged)
+            self._observe(p)
+
+    def _observe(self, p: Any) -> None:
+        """Let the backend look at the UNet (every generation, IC-Light or not): the merge
+        ledger counts the restores the WebUI makes lazily. Never fails a generation."""
+        if getattr(p, "sd_model", None) is None:
+            return
+        try:
+            self.backend.observe(p)
+        except Exception:  # noqa: BLE001 - bookkeeping only
+            logger.debug("IC Light: could not look at the UNet", exc_info=True)
+
+    # -- status ----------------------------------------------------------------------
+
+    def status(self, sd_model: Any) -> dict[str, Any]:
+        """The body of ``GET /ic-light/v1/status``: the WebUI family and adapter, what the
+        UNet holds and the merges / restores since start, and what each cache holds."""
+        unet: dict[str, Any] = {"holds": None, "merges": 0, "restores": 0}
+        if sd_model is not None:
+            try:
+                unet = self.backend.unet_status(sd_model)
+            except Exception as exc:  # noqa: BLE001 - a status must answer even mid-load
+                logger.debug("IC Light: no UNet status", exc_info=True)
+                unet = {**self.backend.ledger.snapshot().as_dict(), "error": type(exc).__name__}
+        else:
+            unet = self.backend.ledger.snapshot().as_dict()
+        offsets = cache_entries()
+        latents = list(self._latents.values())
+        subjects = list(self._subjects.values())
+        return {
+            "webui": self.backend.family,
+            "backend": self.backend.name,
+            "checkpoint_loaded": sd_model is not None,
+            "keep_merged": self.settings().keep_merged,
+            "unet": unet,
+            "caches": {
+                "offsets": {"entries": offsets, "bytes": sum(int(e["bytes"]) for e in offsets)},  # type: ignore[call-overload]
+                "latents": {"entries": len(latents), "bytes": sum(tensor_bytes(t) for t in latents)},
+                "subjects": {"entries": len(subjects), "bytes": sum(_prepared_bytes(s) for s in subjects)},
+            },
+        }
 
     def _append_outputs(self, request: Request, processed: Any) -> None:
         settings = self.settings()

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from ..status import ConvInWatch, MergeLedger
 from ..weights import ICModelInfo, ICOffsets, load_offsets
 from . import forge_common as common
 
@@ -58,6 +59,12 @@ class ForgeBackend:
     """The adapter for Forge 2 (lllyasviel/stable-diffusion-webui-forge, ``backend``)."""
 
     name = "forge"
+    family = "forge"
+
+    def __init__(self) -> None:
+        self.ledger = MergeLedger()
+        self.watch = ConvInWatch(self.ledger)
+        self.keeper = common.CloneKeeper()
 
     def check_model(self, p: Any) -> None:
         common.check_sd15(p.sd_model)
@@ -81,13 +88,14 @@ class ForgeBackend:
         return common.vae_fingerprint(p.sd_model.forge_objects.vae.first_stage_model)
 
     def load_offsets(self, info: ICModelInfo) -> ICOffsets:
-        """Loaded offsets, through the shared cache: the WebUI's patcher merges them each time."""
+        """Loaded offsets in the file's own dtype, through the shared cache: the patcher
+        holds them while the IC-Light clone lives, and casts each one once per merge."""
         return load_offsets(info)
 
     def install(self, p: Any, offsets: ICOffsets, concat: torch.Tensor) -> None:
         unet = common.check_sd15(p.sd_model)
         _check_patcher_api(unet)
-        common.install_clone(p, offsets, concat, self._make_clone)
+        common.install_clone(p, offsets, concat, self._make_clone, self.keeper)
 
     def _make_clone(self, base: Any, offsets: ICOffsets, concat: torch.Tensor) -> common.InstalledClone:
         merge = _merge_function()
@@ -103,12 +111,18 @@ class ForgeBackend:
             strength_patch=1.0, strength_model=1.0, online_mode=False,
         )
         common.require_all_patches(added, patches)
-        return common.attach_concat(base, clone, offsets, patches, concat)
+        return common.attach_concat(base, clone, offsets, patches, concat, self.watch)
 
     def cleanup(self, p: Any, keep_merged: bool = True) -> None:
-        """Put the base patcher back and, if the IC-Light merge is what the weights hold,
-        restore them now (as the next sampling call would) rather than leave them merged."""
-        for entry in common.release_clones(p):
+        """Put the base patcher back. With ``keep_merged`` the IC-Light clone stays loaded
+        and merged, as Forge keeps a LoRA: the next IC-Light generation reuses it, and the
+        next plain one has Forge restore the weights when it loads the base patcher.
+        Without it, the weights are restored now (as that next load would)."""
+        entries = common.release_clones(p)
+        if keep_merged:
+            return
+        kept = self.keeper.drop()
+        for entry in [*entries, *([kept] if kept is not None else [])]:
             loader = getattr(entry.clone.model, "lora_loader", None)
             try:
                 if loader is not None and entry.patches.identifier in str(getattr(loader, "loaded_hash", "")):
@@ -116,3 +130,15 @@ class ForgeBackend:
             except Exception:  # noqa: BLE001 - the next sampling call restores them anyway
                 logger.warning("IC Light: could not restore the UNet weights now; Forge restores them "
                                "before the next generation", exc_info=True)
+        self.observe(p)
+
+    def observe(self, p: Any) -> None:
+        """Look at the UNet now: count a restore Forge made, drop a clone of an unloaded model."""
+        common.observe_unet(p.sd_model, self.keeper, self.watch)
+
+    def unet_status(self, sd_model: Any) -> dict[str, Any]:
+        return common.unet_status(sd_model, self.keeper, self.watch)
+
+    def release_kept(self) -> None:
+        """Forget the kept clone (the WebUI restores the weights at its next load)."""
+        self.keeper.drop()

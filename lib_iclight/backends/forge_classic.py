@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..status import ConvInWatch, MergeLedger
 from ..weights import ICModelInfo, ICOffsets, load_offsets
 from . import forge_common as common
 
@@ -192,9 +193,14 @@ def _is_loaded(patcher: Any) -> bool:
 class ForgeClassicBackend:
     """The adapter for Forge Classic (Haoming02) and reForge (Panchovix)."""
 
+    family = "forge-classic"
+
     def __init__(self, name: str | None = None) -> None:
         self.name = name or _webui_flavour()
         self._shims: list[MergeSite] = []
+        self.ledger = MergeLedger()
+        self.watch = ConvInWatch(self.ledger)
+        self.keeper = common.CloneKeeper()
 
     def check_model(self, p: Any) -> None:
         common.check_sd15(p.sd_model)
@@ -234,41 +240,60 @@ class ForgeClassicBackend:
         return _Scale
 
     def load_offsets(self, info: ICModelInfo) -> ICOffsets:
-        """Loaded offsets, through the shared cache: the WebUI's patcher merges them each time."""
+        """Loaded offsets in the file's own dtype, through the shared cache: the patcher
+        holds them while the IC-Light clone lives, and casts each one once per merge."""
         return load_offsets(info)
 
     def install(self, p: Any, offsets: ICOffsets, concat: torch.Tensor) -> None:
         unet = common.check_sd15(p.sd_model)
         if getattr(unet, "weight_inplace_update", False):
             raise RuntimeError("IC Light: in-place weight updates cannot widen conv_in; not supported")
-        common.install_clone(p, offsets, concat, self._make_clone)
+        entry = common.install_clone(p, offsets, concat, self._make_clone, self.keeper)
+        # A kept clone reused from an earlier generation may be merged again (after a plain
+        # generation unpatched it): the shim must be in place for that merge too.
+        self._ensure_shim(entry.clone, entry.patches)
 
-    def _style(self, base: Any, offsets: ICOffsets) -> tuple[common.PatchStyle, MergeSite | None]:
+    @staticmethod
+    def _style(base: Any) -> common.PatchStyle:
+        """The patch style this WebUI's merge pads in; "diff" (with the shim) if none."""
         site = merge_site(base)
-        style = common.padding_style(_probe_callable(site, base), site.original)
-        if style is not None:
-            return style, None
-        return "diff", site
+        return common.padding_style(_probe_callable(site, base), site.original) or "diff"
 
     def _make_clone(self, base: Any, offsets: ICOffsets, concat: torch.Tensor) -> common.InstalledClone:
         common.check_offset_shapes(base.model, offsets)
-        style, shim_site = self._style(base, offsets)
-        patches = common.patch_set(offsets, style)
-        if shim_site is not None:
-            install_shim(shim_site, patches.conv_in_value[0])
-            if shim_site not in self._shims:
-                self._shims.append(shim_site)
+        patches = common.patch_set(offsets, self._style(base))
         clone = base.clone()
         queued = clone.patches.get(patches.conv_in_key, [])
         if not any(len(e) > 1 and e[1] is patches.conv_in_value for e in queued):
             common.require_all_patches(clone.add_patches(patches.patches, 1.0, 1.0), patches)
-        return common.attach_concat(base, clone, offsets, patches, concat)
+        return common.attach_concat(base, clone, offsets, patches, concat, self.watch)
+
+    def _ensure_shim(self, patcher: Any, patches: common.PatchSet) -> None:
+        """On a build whose merge does not pad, make it pad IC-Light's own conv_in diff (only that)."""
+        site = merge_site(patcher)
+        if common.padding_style(_probe_callable(site, patcher), site.original) is not None:
+            return
+        install_shim(site, patches.conv_in_value[0])
+        if site not in self._shims:
+            self._shims.append(site)
+
+    def _remove_shims(self) -> None:
+        for site in self._shims:
+            remove_shim(site)
+        self._shims.clear()
 
     def cleanup(self, p: Any, keep_merged: bool = True) -> None:
-        """Unpatch the clone the WebUI still has loaded (as loading the next patcher would),
-        put the base patcher back, and remove the calculate_weight shim."""
+        """Put the base patcher back. With ``keep_merged`` the IC-Light clone stays loaded
+        and merged, as the WebUI keeps a LoRA (and so does the calculate_weight shim, which a
+        later merge of that clone needs): the next IC-Light generation reuses it, and the
+        next plain one has the WebUI unpatch it when it loads the base patcher. Without it,
+        the loaded clone is unpatched now and the shim removed."""
+        entries = common.release_clones(p)
+        if keep_merged:
+            return
+        kept = self.keeper.drop()
         try:
-            for entry in common.release_clones(p):
+            for entry in [*entries, *([kept] if kept is not None else [])]:
                 # Only the loaded clone: newer builds share the backup dict between clones,
                 # so unpatching one that is not loaded would undo another patcher's merge.
                 if _is_loaded(entry.clone) and getattr(entry.clone, "backup", None):
@@ -278,6 +303,21 @@ class ForgeClassicBackend:
                         logger.warning("IC Light: could not restore the UNet weights now; the WebUI restores "
                                        "them when it loads the next model", exc_info=True)
         finally:
-            for site in self._shims:
-                remove_shim(site)
-            self._shims.clear()
+            self._remove_shims()
+            self.observe(p)
+
+    def observe(self, p: Any) -> None:
+        """Look at the UNet now: count a restore the WebUI made, drop a clone of an unloaded
+        model (and the shim, which only that clone's merges needed)."""
+        common.observe_unet(p.sd_model, self.keeper, self.watch)
+        if self.keeper.current() is None and self._shims and common.state_of(p, create=False) is None:
+            self._remove_shims()
+
+    def unet_status(self, sd_model: Any) -> dict[str, Any]:
+        return common.unet_status(sd_model, self.keeper, self.watch)
+
+    def release_kept(self) -> None:
+        """Forget the kept clone (the WebUI restores the weights at its next load) and take
+        the calculate_weight shim off, which only that clone's merges needed."""
+        self.keeper.drop()
+        self._remove_shims()

@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator, Literal
 import torch
 
 from ..errors import ICLightError
+from ..status import ConvInWatch, conv_in_weight
 from ..unet_patch import concat_to_batch, tensor_version
 from ..weights import ICOffsets
 
@@ -191,11 +192,16 @@ class ConcatWrapper:
     wrapper that was set before (``previous``), or calls ``apply_model`` itself.
     """
 
-    def __init__(self, concat: torch.Tensor, channels: int, previous: Callable | None = None) -> None:
+    def __init__(self, concat: torch.Tensor, channels: int, previous: Callable | None = None,
+                 on_pass_start: Callable[[], None] | None = None) -> None:
         self.channels = channels
         self.previous = previous
         self.concat = self._checked(concat)
         self.calls = 0
+        self.on_pass_start = on_pass_start
+        """Called on the first UNet call after each :meth:`set_concat`: the WebUI has loaded
+        (merged) the patcher by then, which is when the merge ledger looks at the weights."""
+        self._pass_started = False
 
     def _checked(self, concat: torch.Tensor) -> torch.Tensor:
         if concat.ndim != 4 or concat.shape[1] != self.channels:
@@ -208,9 +214,14 @@ class ConcatWrapper:
     def set_concat(self, concat: torch.Tensor) -> None:
         """Use a new conditioning latent (e.g. at the hires size) from the next call on."""
         self.concat = self._checked(concat)
+        self._pass_started = False
 
     def __call__(self, apply_model: Callable[..., torch.Tensor], args: dict[str, Any]) -> torch.Tensor:
         self.calls += 1
+        if not self._pass_started:
+            self._pass_started = True
+            if self.on_pass_start is not None:
+                self.on_pass_start()
         c = args["c"]
         existing = c.get("c_concat")
         if existing is None:
@@ -360,10 +371,18 @@ def require_all_patches(added: Any, patches: PatchSet) -> None:
         )
 
 
-def attach_concat(base: Any, clone: Any, offsets: ICOffsets, patches: PatchSet, concat: torch.Tensor) -> InstalledClone:
-    """Give ``clone`` the concat wrapper, chained to any wrapper another extension set."""
+def attach_concat(base: Any, clone: Any, offsets: ICOffsets, patches: PatchSet, concat: torch.Tensor,
+                  watch: ConvInWatch | None = None) -> InstalledClone:
+    """Give ``clone`` the concat wrapper, chained to any wrapper another extension set.
+
+    With a ``watch``, the wrapper reports on each pass's first UNet call what the WebUI's
+    load did to the weights (a new merge, or the one already there)."""
     previous = without_concat_wrappers(clone.model_options.get("model_function_wrapper"))
-    wrapper = ConcatWrapper(concat, offsets.in_channels - 4, previous)
+    on_pass_start = None
+    if watch is not None:
+        model, name = clone.model, offsets.info.name
+        on_pass_start = lambda: watch.saw_ic(conv_in_weight(getattr(model, "diffusion_model", None)), name)  # noqa: E731
+    wrapper = ConcatWrapper(concat, offsets.in_channels - 4, previous, on_pass_start)
     clone.set_model_unet_function_wrapper(wrapper)
     return InstalledClone(base, clone, offsets, patches, wrapper)
 
@@ -440,6 +459,7 @@ def install_clone(
     offsets: ICOffsets,
     concat: torch.Tensor,
     make_clone: Callable[[Any, ICOffsets, torch.Tensor], InstalledClone],
+    keeper: "CloneKeeper | None" = None,
 ) -> InstalledClone:
     """Point ``p.sd_model.forge_objects.unet`` at a clone patched for ``offsets``.
 
@@ -448,7 +468,8 @@ def install_clone(
     count, hires pass; see :func:`same_patcher_state`): only its conditioning latent
     changes, so the WebUI sees an already loaded patcher and merges nothing again. If the
     current patcher is one of our clones (Forge 2 calls the hook once more before
-    resetting), its base is used instead, so clones never stack.
+    resetting), its base is used instead, so clones never stack. Across generations the
+    ``keeper`` offers the clone an earlier generation left loaded, on the same terms.
     """
     objects = p.sd_model.forge_objects
     current = objects.unet
@@ -458,13 +479,82 @@ def install_clone(
     base = known.base if known is not None else current
     entry = state.by_base(base, offsets)
     if entry is None:
-        entry = make_clone(base, offsets, concat)
+        entry = keeper.reuse(base, offsets) if keeper is not None else None
+        if entry is None:
+            entry = make_clone(base, offsets, concat)
+            logger.debug("IC-Light: new patched clone for %s (%s)", offsets.info.name, entry.patches.identifier)
+        else:
+            logger.debug("IC-Light: reusing the clone kept from the last generation (%s)", entry.patches.identifier)
         state.installed.append(entry)
-        logger.debug("IC-Light: new patched clone for %s (%s)", offsets.info.name, entry.patches.identifier)
-    else:
-        entry.wrapper.set_concat(concat)
+    entry.wrapper.set_concat(concat)
+    if keeper is not None:
+        keeper.keep(entry)
     objects.unet = entry.clone
     return entry
+
+
+# --------------------------------------------------------------------------------------
+# The clone kept loaded between generations.
+
+_KEPT = "_iclight_kept_clone"
+"""Attribute of the patched *model* that holds the kept clone: the clone then lives exactly
+as long as the model (a checkpoint switch frees both), and the WebUI, which unloads a patcher
+nobody else refers to, sees a live one."""
+
+
+class CloneKeeper:
+    """The IC-Light clone left loaded after a generation ("keep merged", the default).
+
+    Forge 2, Forge Classic and reForge keep a LoRA merged after a generation and restore
+    the originals only when they load another patcher of the model. Keeping our clone the
+    same way makes the next IC-Light generation find it already loaded, so the WebUI
+    merges nothing; a plain generation loads the base patcher and the WebUI's own unpatch
+    restores the weights. The next generation reuses the clone only for the same offsets
+    and a base patcher that would sample alike (same checkpoint, LoRA patches, strengths
+    and model options, see :func:`same_patcher_state`).
+
+    The clone is held through its model (see :data:`_KEPT`); the keeper itself refers to
+    the model weakly.
+    """
+
+    def __init__(self) -> None:
+        self._model: "weakref.ref[Any] | None" = None
+
+    def current(self) -> InstalledClone | None:
+        model = self._model() if self._model is not None else None
+        return None if model is None else model.__dict__.get(_KEPT)
+
+    def reuse(self, base: Any, offsets: ICOffsets) -> InstalledClone | None:
+        """The kept clone as a record for this generation's ``base``, if it fits."""
+        kept = self.current()
+        if kept is None or kept.offsets is not offsets:
+            return None
+        if kept.base is not base and not same_patcher_state(kept.base, base):
+            return None
+        return InstalledClone(base, kept.clone, kept.offsets, kept.patches, kept.wrapper)
+
+    def keep(self, entry: InstalledClone) -> None:
+        """Keep ``entry``'s clone (dropping any other) until :meth:`drop` or its model goes."""
+        model = entry.clone.model
+        previous = self.current()
+        if previous is not None and previous.clone.model is not model:
+            self.drop()
+        model.__dict__[_KEPT] = entry
+        self._model = weakref.ref(model)
+
+    def drop(self) -> InstalledClone | None:
+        """Forget the kept clone; the WebUI restores the weights when it loads another patcher."""
+        model = self._model() if self._model is not None else None
+        self._model = None
+        if model is None:
+            return None
+        return model.__dict__.pop(_KEPT, None)
+
+    def drop_unless_model(self, model: Any) -> None:
+        """Drop the kept clone if it patches another model than ``model`` (a checkpoint switch)."""
+        kept = self.current()
+        if kept is not None and kept.clone.model is not model:
+            self.drop()
 
 
 def release_clones(p: Any) -> list[InstalledClone]:
@@ -482,3 +572,30 @@ def release_clones(p: Any) -> list[InstalledClone]:
     state.installed.clear()
     drop_state(p)
     return installed
+
+
+# --------------------------------------------------------------------------------------
+# What the UNet holds (the status route and the merge ledger).
+
+
+def _loaded_unet_model(sd_model: Any) -> Any:
+    """The model every UNet patcher of ``sd_model`` wraps (KModel / BaseModel), or None."""
+    unet = getattr(getattr(sd_model, "forge_objects", None), "unet", None)
+    return getattr(unet, "model", None)
+
+
+def observe_unet(sd_model: Any, keeper: CloneKeeper, watch: ConvInWatch) -> None:
+    """Run at every generation's hooks (IC-Light or not) and by the status route: drop a
+    kept clone whose model is no longer the loaded one, and let the ledger see a restore."""
+    model = _loaded_unet_model(sd_model)
+    if model is None:
+        return
+    keeper.drop_unless_model(model)
+    watch.saw_unet(conv_in_weight(getattr(model, "diffusion_model", None)))
+
+
+def unet_status(sd_model: Any, keeper: CloneKeeper, watch: ConvInWatch) -> dict[str, Any]:
+    """``holds``/``merges``/``restores`` from the ledger and the kept clone's model name."""
+    observe_unet(sd_model, keeper, watch)
+    kept = keeper.current()
+    return {**watch.ledger.snapshot().as_dict(), "kept_clone": None if kept is None else kept.offsets.info.name}

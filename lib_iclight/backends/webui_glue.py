@@ -87,7 +87,19 @@ def register_settings() -> None:
     script_callbacks.on_ui_settings(_add_settings)
 
 
-def register_api_routes() -> None:
+def loaded_sd_model() -> Any:
+    """The checkpoint loaded now, or None; never loads one (``shared.sd_model`` would)."""
+    try:
+        from modules import sd_models
+
+        return getattr(getattr(sd_models, "model_data", None), "sd_model", None)
+    except Exception:  # noqa: BLE001 - a WebUI without model_data: no model to report
+        return None
+
+
+def register_api_routes(status: Callable[[], dict[str, Any]] | None = None) -> None:
     # Listing rembg models imports rembg (slow the first time), so it happens per request,
     # never while the app starts.
-    script_callbacks.on_app_started(lambda _demo, app: register_routes(app, list_ic_models, list_rembg_models))
+    script_callbacks.on_app_started(
+        lambda _demo, app: register_routes(app, list_ic_models, list_rembg_models, status)
+    )

@@ -43,6 +43,11 @@ def tiny_unet() -> torch.nn.Module:
     return copy.deepcopy(_prototype_unet())
 
 
+def make_other_unet(seed: int = 11) -> torch.nn.Module:
+    """Another checkpoint: a tiny real ldm UNet of the same shape with other weights."""
+    return make_tiny_unet(seed=seed)
+
+
 def ic_offsets(unet: torch.nn.Module, kind: str = "fc", seed: int = 1, name: str | None = None) -> ICOffsets:
     """A real :class:`ICOffsets` with small random offsets for every parameter of ``unet``."""
     channels = 8 if kind == "fc" else 12
@@ -204,6 +209,6 @@ class ConvInInputs:
 
 
 __all__ = [
-    "ConvInInputs", "classic_p", "forge_p", "ic_concat", "ic_offsets", "inpainting_unet", "load_comfy",
+    "ConvInInputs", "classic_p", "forge_p", "ic_concat", "ic_offsets", "inpainting_unet", "load_comfy", "make_other_unet",
     "load_forge", "reference_sample", "reset", "sample", "tiny_unet",
 ]

@@ -31,9 +31,8 @@ def merges(standins, monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("kind", ["fc", "fbc"])
-@pytest.mark.parametrize("batch", [1, 3])
-def test_sampling_matches_the_core_patch_and_the_model_is_restored(standins, kind, batch):
+@pytest.mark.parametrize("kind, batch, keep", [("fc", 1, True), ("fbc", 3, True), ("fc", 3, False), ("fbc", 1, False)])
+def test_sampling_matches_the_core_patch_and_the_model_is_restored(standins, kind, batch, keep):
     unet = h.tiny_unet()
     p = h.forge_p(unet)
     offsets, concat = h.ic_offsets(unet, kind), h.ic_concat(kind)
@@ -53,11 +52,15 @@ def test_sampling_matches_the_core_patch_and_the_model_is_restored(standins, kin
     # cond and uncond rows in one batch, each with 4 noisy + 4/8 conditioning channels
     assert set(seen.shapes) == {(2 * batch, 4 + concat.shape[1], 8, 8)}
 
-    backend.cleanup(p)
+    backend.cleanup(p, keep_merged=keep)
     assert p.sd_model.forge_objects.unet is p.sd_model.forge_objects_after_applying_lora.unet
-    assert_same(unet, before)  # the very same Parameter objects, same values
+    if keep:  # left merged, as Forge leaves a LoRA; the next plain load restores it
+        assert unet.input_blocks[0][0].weight.shape[1] == 4 + concat.shape[1]
+    else:
+        assert_same(unet, before)  # restored at cleanup: the very same Parameter objects
     h.reset(p)
     assert torch.equal(h.sample(p.sd_model.forge_objects.unet, h.load_forge, batch=batch), plain)
+    assert_same(unet, before)
 
 
 def test_batch_count_reuses_one_clone_and_merges_once(standins, merges):

@@ -107,7 +107,7 @@ def test_sampling_matches_the_core_patch_and_the_model_is_restored(flavour, kind
     shimmed = getattr(comfy.ModelPatcher.__dict__["calculate_weight"], "__iclight_shim__", False)
     assert shimmed == (flavour == "comfy")
 
-    backend.cleanup(p)
+    backend.cleanup(p, keep_merged=False)
     assert p.sd_model.forge_objects.unet is p.sd_model.forge_objects_after_applying_lora.unet
     assert_same_storage(unet, before)  # restored at cleanup, before any other load
     h.reset(p)
@@ -128,7 +128,7 @@ def test_batch_count_reuses_one_clone_and_merges_once(flavour, patches_merged):
         clones.append(p.sd_model.forge_objects.unet)
         results.append(h.sample(p.sd_model.forge_objects.unet, h.load_comfy, batch=2))
     seen.close()
-    backend.cleanup(p)
+    backend.cleanup(p, keep_merged=False)
 
     assert clones[0] is clones[1] is clones[2]
     assert len(patches_merged) == len(offsets.tensors)
@@ -154,7 +154,7 @@ def test_hires_pass_installs_again_at_the_bigger_size(flavour, patches_merged):
     seen = h.ConvInInputs(unet)
     hires = h.sample(p.sd_model.forge_objects.unet, h.load_comfy, size=16, seed=5)
     seen.close()
-    backend.cleanup(p)
+    backend.cleanup(p, keep_merged=False)
 
     assert set(seen.shapes) == {(2, 12, 16, 16)}
     assert torch.equal(hires, expected)
@@ -171,7 +171,7 @@ def _passes_with_another_script(p, backend, offsets, other_script) -> list:
         backend.install(p, offsets, concat)
         clones.append(p.sd_model.forge_objects.unet)
         h.sample(clones[-1], h.load_comfy, size=size)
-    backend.cleanup(p)
+    backend.cleanup(p, keep_merged=False)
     return clones
 
 
@@ -228,7 +228,7 @@ def test_a_wrapper_set_before_is_chained_and_kept(flavour):
     h.reset(p)
     backend.install(p, offsets, concat)
     result = h.sample(p.sd_model.forge_objects.unet, h.load_comfy, batch=2)
-    backend.cleanup(p)
+    backend.cleanup(p, keep_merged=False)
 
     assert seen and set(seen) == {(4, 8, 8, 8)}
     assert torch.equal(result, expected)
@@ -248,13 +248,13 @@ def test_switching_fc_to_fbc_never_reuses_stale_merged_weights(flavour, clean_be
     backend.install(p1, fc, h.ic_concat("fc"))
     h.sample(p1.sd_model.forge_objects.unet, h.load_comfy)
     if clean_between:
-        backend.cleanup(p1)
+        backend.cleanup(p1, keep_merged=False)
 
     p2 = SimpleNamespace(sd_model=p1.sd_model)
     h.reset(p2)
     backend.install(p2, fbc, fbc_concat)
     assert torch.equal(h.sample(p2.sd_model.forge_objects.unet, h.load_comfy), expected)
-    backend.cleanup(p2)
+    backend.cleanup(p2, keep_merged=False)
 
 
 def test_models_that_are_not_sd15_are_refused(flavour):
@@ -313,7 +313,7 @@ def test_the_shim_pads_only_ic_light_diffs_and_comes_off(comfy):
     foreign = [(1.0, (torch.ones(2, 8, 3, 3),), 1.0)]
     assert clone.calculate_weight(foreign, weight, "k").shape == (2, 4, 3, 3)  # not ours: untouched
 
-    backend.cleanup(p)
+    backend.cleanup(p, keep_merged=False)
     assert comfy.ModelPatcher.__dict__["calculate_weight"] is shim.__wrapped__
 
 

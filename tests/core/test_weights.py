@@ -347,10 +347,28 @@ def test_second_load_returns_the_same_object(tmp_path: Path):
     assert load_offsets(info) is first
     assert load_offsets(resolve_model("fc", [tmp_path])) is first  # same file by alias
     assert load_offsets(info, dtype=torch.float32) is not first  # another dtype is another entry
-    assert load_offsets(info, dtype=torch.float16, device=torch.device("cpu")) is first
+    assert load_offsets(info, dtype=None, device=torch.device("cpu")) is first
 
     weights.clear_cache()
     assert load_offsets(info) is not first
+
+
+@pytest.mark.parametrize("stored", [torch.float16, torch.float8_e4m3fn, torch.float32])
+def test_offsets_are_kept_in_the_files_own_dtype_by_default(tmp_path: Path, stored):
+    """The cache costs the file's size, never an fp32 copy of an fp16 or fp8 file."""
+    path = tmp_path / "m.safetensors"
+    make_offset_file(path, tiny_unet_shapes(), fmt="ldm", dtype=stored)
+    offsets = load_offsets(resolve_model("m", [tmp_path]))
+    assert {t.dtype for t in offsets.tensors.values()} == {stored}
+    assert offsets.nbytes == sum(t.numel() for t in offsets.tensors.values()) * torch.empty(0, dtype=stored).element_size()
+    from safetensors.torch import load_file
+
+    on_disk = load_file(str(path))
+    assert sum(t.numel() * t.element_size() for t in on_disk.values()) == offsets.nbytes
+    entry = weights.cache_entries()[-1]
+    assert entry["model"] == "m" and entry["bytes"] == offsets.nbytes
+    assert entry["dtype"] == str(stored).removeprefix("torch.")
+    assert str(tmp_path) not in repr(entry)  # names, not paths
 
 
 def test_a_changed_file_is_reloaded(tmp_path: Path):
@@ -366,7 +384,7 @@ def test_a_changed_file_is_reloaded(tmp_path: Path):
     second = load_offsets(info)
     assert second is not first
     assert torch.equal(second.tensors[CONV_IN], rewritten[CONV_IN])
-    assert weights.cache_info() == [(str(path.resolve()), "torch.float16", "cpu")]  # stale entry dropped
+    assert weights.cache_info() == [(str(path.resolve()), "stored", "cpu")]  # stale entry dropped
 
     # New size, mtime put back: still a change.
     mtime = path.stat().st_mtime_ns
