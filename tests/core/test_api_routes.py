@@ -95,3 +95,18 @@ def test_version(client: TestClient) -> None:
 def test_routes_are_get_only(client: TestClient) -> None:
     assert client.post("/ic-light/v1/models").status_code == 405
     assert client.get("/ic-light/v1/nope").status_code == 404
+
+
+def test_the_status_route_answers_what_the_callable_gives_each_time():
+    app = fastapi.FastAPI()
+    answers = iter([{"unet": {"merges": 1}}, {"unet": {"merges": 2}}])
+    api_routes.register_routes(app, lambda: MODELS, lambda: [], status=lambda: next(answers))
+    client = TestClient(app)
+    assert client.get("/ic-light/v1/status").json() == {"unet": {"merges": 1}}
+    assert client.get("/ic-light/v1/status").json() == {"unet": {"merges": 2}}
+
+
+def test_without_a_status_callable_there_is_no_status_route():
+    app = fastapi.FastAPI()
+    api_routes.register_routes(app, lambda: MODELS, lambda: [])
+    assert TestClient(app).get("/ic-light/v1/status").status_code == 404

@@ -419,6 +419,37 @@ def test_settings_and_routes_are_registered(webui):
     assert "u2net_human_seg" in models["rembg_models"]
 
 
+def test_the_status_route_reports_merges_restores_and_caches(webui):
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    from modules import script_callbacks
+
+    app = FastAPI()
+    for callback in script_callbacks.callbacks_app_started:
+        callback(None, app)
+    client = TestClient(app)
+    with fresh_model(webui):
+        start = client.get("/ic-light/v1/status").json()
+        run(webui, ic_args(remove_bg=False))
+        first = client.get("/ic-light/v1/status").json()
+        run(webui, ic_args(remove_bg=False))
+        run(webui)
+        second = client.get("/ic-light/v1/status").json()
+
+    assert start["webui"] == "a1111" and start["backend"] == "a1111" and start["checkpoint_loaded"] is True
+    assert first["unet"]["merges"] == start["unet"]["merges"] + 1
+    # The repeated generation merged nothing; A1111 restores the UNet after every sampler call.
+    assert second["unet"]["merges"] == first["unet"]["merges"]
+    assert second["unet"]["restores"] == first["unet"]["restores"] + 1
+    assert second["unet"]["holds"] is None and second["unet"]["kept_merges"] == "IC-Light-SD15-FC-fp8"
+    assert second["unet"]["kept_merges_bytes"] > 0
+    caches = second["caches"]
+    assert caches["offsets"] == {"entries": [], "bytes": 0}  # A1111 reads the file, holds no offsets
+    assert caches["latents"]["entries"] >= 1 and caches["latents"]["bytes"] > 0
+    assert caches["subjects"]["entries"] >= 1 and caches["subjects"]["bytes"] > 0
+    assert "/" not in str(second["unet"]) and str(webui.ic_dir) not in str(second)
+
+
 def _foreign_package(monkeypatch, where):
     import types
 

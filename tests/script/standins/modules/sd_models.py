@@ -14,3 +14,15 @@ def reload_model_weights(info=None):
     model.sd_checkpoint_info = info
     model.sd_model_hash = info
     return model
+
+
+class SdModelData:
+    """``model_data``: the loaded model, read without triggering a load (A1111's
+    ``shared.sd_model`` property would load one)."""
+
+    @property
+    def sd_model(self):
+        return getattr(shared, "sd_model", None)
+
+
+model_data = SdModelData()
