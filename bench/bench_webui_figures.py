@@ -129,6 +129,8 @@ def main() -> None:
     parser.add_argument("--fbc", default="iclight_sd15_fbc")
     parser.add_argument("--lora", default="randlora_unet")
     parser.add_argument("--phases", default="plain,back-to-back,alternating,soak")
+    parser.add_argument("--no-rembg-warmup", action="store_true",
+                        help="measure the plain baseline before rembg is imported")
     opts = parser.parse_args()
     runner = Runner(opts)
     phases = opts.phases.split(",")
@@ -137,6 +139,11 @@ def main() -> None:
           f"{opts.size}x{opts.size}, {opts.steps} steps, DPM++ 2M Karras")
 
     summary: list[str] = []
+    if not opts.no_rembg_warmup:
+        # /models lists rembg's models, which imports rembg (onnxruntime, numba, pymatting:
+        # ~0.4 GiB resident): the plain baseline then holds the libraries too, and the IC
+        # deltas below are what IC-Light's weights and caches cost.
+        get(runner.url, "/ic-light/v1/models")
     print("plain:")
     reset_peak(runner.pid)
     plain = [runner.run("plain") for _ in range(opts.runs)]
