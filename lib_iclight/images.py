@@ -385,6 +385,11 @@ def vae_pixels(pixels: torch.Tensor, *, webui_maps_unit_range: bool = False) -> 
     and the range is -1..1.0079. Computed in float32 on the CPU, where the reference
     computes it, before any move to the VAE's device and dtype.
 
+    The result is laid out channels-last in memory, as the reference's tensor is (it
+    stacks HWC arrays and moves the channel axis): CPU convolutions pick other kernels
+    for the other layout, and that alone moved a test VAE's latents by 4e-5 of their
+    range, more than the parity test allows.
+
     ``webui_maps_unit_range``: for a WebUI VAE whose ``encode`` takes 0..1 and applies
     ``2 * p - 1`` itself (Forge 2, Forge Classic, reForge). Returns ``x / 254`` instead
     (0..1.0039, no clamping happens there): halving is exact in binary floating point, so
@@ -392,7 +397,7 @@ def vae_pixels(pixels: torch.Tensor, *, webui_maps_unit_range: bool = False) -> 
     """
     if pixels.dtype != torch.uint8 or pixels.ndim != 4 or pixels.shape[1] != 3:
         raise ValueError(f"vae_pixels: expected uint8 [B, 3, H, W], got {pixels.dtype} {tuple(pixels.shape)}")
-    values = pixels.to(device="cpu", dtype=torch.float32)
+    values = pixels.to(device="cpu", dtype=torch.float32).contiguous(memory_format=torch.channels_last)
     if webui_maps_unit_range:
         return values / (2.0 * VAE_GREY_SCALE)
     return values / VAE_GREY_SCALE - 1.0

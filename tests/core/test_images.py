@@ -520,6 +520,7 @@ def test_vae_pixels_is_the_reference_normalisation():
     out = vae_pixels(levels)
     assert out.dtype == torch.float32 and out.shape == (2, 3, 16, 16)
     assert torch.equal(out, levels.float() / 127.0 - 1.0)
+    assert out.is_contiguous(memory_format=torch.channels_last)  # the reference's layout
     assert out.flatten()[127].item() == 0.0  # grey is exactly zero, not -0.0039
     assert out.min().item() == -1.0 and out.max().item() == pytest.approx(255 / 127 - 1, abs=1e-7)
 
@@ -529,6 +530,8 @@ def test_the_unit_range_form_gives_the_same_bits_after_the_webuis_2p_minus_1():
     levels = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16).expand(1, 3, 16, 16)
     unit = vae_pixels(levels, webui_maps_unit_range=True)
     assert torch.equal(2.0 * unit - 1.0, vae_pixels(levels))
+    # The WebUIs take BHWC and move the channels back: the layout survives the round trip.
+    assert (2.0 * unit.movedim(1, -1).movedim(-1, 1) - 1.0).is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(unit * 2.0 - 1.0, vae_pixels(levels))
 
 
