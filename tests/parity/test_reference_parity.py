@@ -245,23 +245,25 @@ def our_side(case: Case, backend: Any, p: Any, monkeypatch: pytest.MonkeyPatch) 
     return Side(seen["pixels"], seen["vae_input"], concat)
 
 
-def unet_predictions(case: Case, concat_ref: torch.Tensor, concat_ours: torch.Tensor, twins,
-                     offset_file: Path, p: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """One noise prediction for a CFG batch (cond, uncond) from each side."""
+def cfg_batch(case: Case, context_dim: int = 32, tokens: int = 5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A CFG batch as the samplers make it: the same noisy latent twice, cond then uncond."""
     width, height = case.size
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(1, 4, height // 8, width // 8, generator=gen)
-    sample, timestep = torch.cat([x, x]), torch.tensor([601.0, 601.0])
-    context = torch.cat([torch.randn(1, 5, 32, generator=gen), torch.zeros(1, 5, 32)])
+    context = torch.cat([torch.randn(1, tokens, context_dim, generator=gen), torch.zeros(1, tokens, context_dim)])
+    return torch.cat([x, x]), torch.tensor([601.0, 601.0]), context
 
-    reference_unet = ref.ic_light_unet(tm.diffusers_unet(seed=0), load_file(str(offset_file)))
-    expected = ref.noise_prediction(reference_unet, sample, timestep, context, concat_ref)
 
-    unet = p.sd_model.model.diffusion_model
-    offsets = A1111Backend().load_offsets(read_model_info(offset_file))
-    with torch.no_grad(), UNetPatch(unet, offsets, concat_ours):
-        got = unet(sample, timestep, context=context)
-    return expected, got
+def our_prediction(unet: torch.nn.Module, offsets: Any, concat: torch.Tensor,
+                   batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """One call of the ldm UNet under the extension's patch (what the A1111 adapter installs)."""
+    sample, timestep, context = batch
+    patch = UNetPatch(unet, offsets, concat)
+    try:
+        with torch.no_grad(), patch:
+            return unet(sample, timestep, context=context)
+    finally:
+        patch.release()
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -292,7 +294,12 @@ def test_conditioning_and_unet_equal_the_reference(case, twins, offset_files, a1
     assert ours.concat.shape == expected.concat.shape == (1, CHANNELS[case.kind] - 4, case.size[1] // 8, case.size[0] // 8)
     assert max_diff(ours.concat, expected.concat) <= LATENT_TOL
 
-    want, got = unet_predictions(case, expected.concat, ours.concat, twins, offset_files[case.kind], p)
+    batch = cfg_batch(case)
+    offset_file = offset_files[case.kind]
+    reference_unet = ref.ic_light_unet(tm.diffusers_unet(seed=0), load_file(str(offset_file)))
+    want = ref.noise_prediction(reference_unet, *batch, expected.concat)
+    offsets = A1111Backend().load_offsets(read_model_info(offset_file))  # our loader: diffusers keys -> ldm
+    got = our_prediction(p.sd_model.model.diffusion_model, offsets, ours.concat, batch)
     assert max_diff(got, want) <= UNET_REL_TOL * want.abs().max().item()
 
 

@@ -62,13 +62,19 @@ def diffusers_unet(config: Mapping[str, Any] = TINY_UNET, seed: int = 0):
     return unet.eval()
 
 
-def ldm_unet_from(unet_d: torch.nn.Module, ldm_config: Mapping[str, Any], layout: keymap.UNetLayout) -> torch.nn.Module:
-    """An ldm ``UNetModel`` holding ``unet_d``'s weights, renamed by :func:`keymap.diffusers_to_ldm`."""
+def ldm_unet_from(unet_d: torch.nn.Module, ldm_config: Mapping[str, Any], layout: keymap.UNetLayout,
+                  share: bool = False) -> torch.nn.Module:
+    """An ldm ``UNetModel`` holding ``unet_d``'s weights, renamed by :func:`keymap.diffusers_to_ldm`.
+
+    ``share``: the very tensors of ``unet_d`` (no copy; for the full-size bench, where a
+    copy is 3.4 GB), so anything written into one model shows in the other.
+    """
     from ldm.modules.diffusionmodules.openaimodel import UNetModel
 
     with torch.device("meta"):
         unet = UNetModel(**ldm_config)
-    state = {keymap.diffusers_to_ldm(k, layout): v.detach().clone() for k, v in unet_d.state_dict().items()}
+    state = {keymap.diffusers_to_ldm(k, layout): v.detach() if share else v.detach().clone()
+             for k, v in unet_d.state_dict().items()}
     unet.load_state_dict(state, strict=True, assign=True)
     return unet.eval()
 
@@ -76,15 +82,16 @@ def ldm_unet_from(unet_d: torch.nn.Module, ldm_config: Mapping[str, Any], layout
 # --------------------------------------------------------------------------------- VAE
 
 
-def diffusers_vae(ch_mult: Sequence[int], base: int = 32, seed: int = 1):
-    """An ``AutoencoderKL`` shaped like ldm's ``Encoder(ch=base, ch_mult, num_res_blocks=1,
+def diffusers_vae(ch_mult: Sequence[int], base: int = 32, seed: int = 1, num_res_blocks: int = 1):
+    """An ``AutoencoderKL`` shaped like ldm's ``Encoder(ch=base, ch_mult, num_res_blocks,
     attn_resolutions=[])``: ldm's encoder always has attention in its middle block, and so
-    has diffusers' (``mid_block_add_attention`` defaults to True)."""
+    has diffusers' (``mid_block_add_attention`` defaults to True). SD1.5's VAE is
+    ``ch_mult=(1, 2, 4, 4), base=128, num_res_blocks=2``."""
     from diffusers import AutoencoderKL
 
     levels = len(ch_mult)
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, norm_num_groups=32,
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=num_res_blocks, norm_num_groups=32,
         block_out_channels=tuple(base * m for m in ch_mult),
         down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
     )
