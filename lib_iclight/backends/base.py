@@ -27,8 +27,9 @@ class Backend(Protocol):
         """VAE-encode ``pixels`` [B, 3, H, W] uint8 0..255 into scaled latents [B, 4, H/8, W/8].
 
         The pixels reach the VAE through :func:`lib_iclight.images.vae_pixels` (the
-        reference's ``x / 127 - 1``), whatever the WebUI's own mapping. Deterministic (posterior mode, not a sample), already multiplied by the model's
-        latent scale factor, on the UNet's device.
+        reference's ``x / 127 - 1``), whatever the WebUI's own mapping. Deterministic
+        (posterior mode, not a sample), already multiplied by the model's latent scale
+        factor, on the UNet's device.
         """
 
     def vae_fingerprint(self, p: Any) -> Hashable:

@@ -285,8 +285,10 @@ def test_encode_returns_the_scaled_posterior_mode(flavour):
     pixels = torch.randint(0, 256, (2, 3, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     latents = ForgeClassicBackend().encode(p, pixels)
     model = vae.first_stage_model
+    # The reference's values and memory layout (numpy2pytorch stacks HWC arrays).
+    reference = (pixels.float() / 127.0 - 1.0).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        moments = model.quant_conv(model.encoder(pixels.float() / 127.0 - 1.0))  # the reference's scale
+        moments = model.quant_conv(model.encoder(reference))
     assert latents.shape == (2, 4, 4, 4) and latents.dtype == torch.float32
     assert torch.equal(latents, moments[:, :4] * 0.18215)
     assert torch.equal(ForgeClassicBackend().encode(p, pixels), latents)
