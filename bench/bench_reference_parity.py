@@ -9,9 +9,10 @@ Prints, for fc and fbc, whether the VAE's input pixels are byte-identical, the m
 difference of the conditioning latents, and of the noise prediction (absolute and
 relative to the prediction's largest magnitude).
 
-Needs diffusers (tests/requirements.txt) and about 7.5 GB of memory: the two UNet
-layouts share their tensors, offsets are made per key when read, and each side's merge
-is freed before the other's is made.
+Needs diffusers (tests/requirements.txt) and 10 GB of memory (measured peak: 9.9 GB for
+fbc): the two UNet layouts share their tensors, offsets are made per key when read, and
+each side's merge is freed before the other's is made. About 2.5 minutes per kind on
+2 CPU cores.
 
 Run: python bench/bench_reference_parity.py [--kinds fc fbc] [--size 512]
 """
