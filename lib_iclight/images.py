@@ -312,53 +312,95 @@ def pil_to_numpy(img: Image.Image) -> np.ndarray:
 # ---------------------------------------------------------------- compositing
 
 
-def composite_on_grey(img: Image.Image, grey: int = GREY) -> Image.Image:
+def composite_on_grey(img: Image.Image, grey: int = GREY, alpha: Image.Image | None = None) -> Image.Image:
     """Flatten ``img`` onto a uniform ``(grey, grey, grey)`` background -> ``"RGB"``.
 
-    Images without transparency are only converted to RGB (an RGB image passes
-    through unchanged).
+    ``alpha`` (``"L"``, same size) overrides the image's own transparency; without either,
+    the image is only converted to RGB (an RGB image passes through unchanged).
+
+    The blend is the reference's (lllyasviel/IC-Light ``run_rmbg`` with ``sigma=0``):
+    ``grey + (pixel - grey) * a`` in float32 with ``a = alpha / 255``, clipped to 0..255
+    and truncated (not rounded) to uint8. Pillow's ``alpha_composite`` rounds instead, and
+    differs from it by one level on about half of the partly transparent pixels.
     """
-    if img.mode == "RGB" and "transparency" not in img.info:
-        return img
-    img = normalise_mode(img)
-    if img.mode == "RGB":
-        return img
-    background = Image.new("RGBA", img.size, (grey, grey, grey, 255))
-    return Image.alpha_composite(background, img).convert("RGB")
+    if alpha is None:
+        if img.mode == "RGB" and "transparency" not in img.info:
+            return img
+        img = normalise_mode(img)
+        if img.mode == "RGB":
+            return img
+        alpha = img.getchannel("A")
+    if alpha.size != img.size:
+        raise ValueError(f"composite_on_grey: alpha is {alpha.size}, the image {img.size}")
+    rgb = np.asarray(img.convert("RGB") if img.mode != "RGB" else img, dtype=np.uint8)
+    weight = np.asarray(alpha.convert("L"), dtype=np.float32)[..., None] / np.float32(255.0)
+    blended = np.float32(grey) + (rgb.astype(np.float32) - np.float32(grey)) * weight
+    return Image.fromarray(blended.clip(0, 255).astype(np.uint8), "RGB")
 
 
 def resize_and_center_crop(img: Image.Image, width: int, height: int) -> Image.Image:
     """Scale ``img`` (any mode, kept) to cover ``width`` x ``height``, then crop the centre.
 
-    The aspect ratio is never changed: the part of the image outside the target
-    aspect is cut off evenly on both sides. LANCZOS resampling; Pillow premultiplies
-    alpha for RGBA/LA, so transparent pixels do not bleed colour into the edges.
+    The reference's steps (lllyasviel/IC-Light ``resize_and_center_crop``), so that the
+    conditioning pixels are the ones the models were published with: one LANCZOS resize
+    to ``round(w * s)`` x ``round(h * s)`` with ``s`` the covering scale, then a crop at the
+    centred box, whose half-pixel edges Pillow rounds. The aspect ratio is kept (up to
+    that rounding). Pillow premultiplies alpha for RGBA/LA, so transparent pixels do not
+    bleed colour into the edges.
     """
     if not (isinstance(width, int) and isinstance(height, int)) or width <= 0 or height <= 0:
         raise ValueError(f"resize_and_center_crop: width and height must be positive ints, got {width}x{height}")
     src_w, src_h = img.size
     if (src_w, src_h) == (width, height):
         return img.copy()
-    # The largest centred source box with the target aspect; resize maps it onto the
-    # target exactly, so no intermediate rounding skews the crop.
-    scale = min(src_w / width, src_h / height)
-    box_w, box_h = width * scale, height * scale
-    left, top = (src_w - box_w) / 2.0, (src_h - box_h) / 2.0
-    return img.resize((width, height), Image.Resampling.LANCZOS, box=(left, top, left + box_w, top + box_h))
+    scale = max(width / src_w, height / src_h)
+    resized_w, resized_h = int(round(src_w * scale)), int(round(src_h * scale))
+    resized = img.resize((resized_w, resized_h), Image.Resampling.LANCZOS)
+    box = ((resized_w - width) / 2, (resized_h - height) / 2, (resized_w + width) / 2, (resized_h + height) / 2)
+    return resized.crop(box)
 
 
 # ---------------------------------------------------------------------- tensors
 
 
-def pil_to_tensor(img: Image.Image) -> torch.Tensor:
-    """A PIL image -> ``[1, 3, H, W]`` float32 0..1 on the CPU.
+VAE_GREY_SCALE = 127.0
+"""The reference's pixel scale: ``x / 127 - 1`` maps grey 127 to exactly 0.0 (and 255 to 1.0079)."""
+
+
+def pil_to_pixels(img: Image.Image) -> torch.Tensor:
+    """A PIL image -> ``[1, 3, H, W]`` uint8 0..255 on the CPU (what :func:`vae_pixels` takes).
 
     Non-RGB images are converted first; transparency is flattened onto grey 127,
     the background IC-Light expects behind a subject.
     """
     rgb = np.asarray(composite_on_grey(img), dtype=np.uint8)
-    tensor = torch.from_numpy(rgb.copy()).permute(2, 0, 1).unsqueeze(0)
-    return tensor.to(torch.float32).div_(255.0).contiguous()
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def vae_pixels(pixels: torch.Tensor, *, webui_maps_unit_range: bool = False) -> torch.Tensor:
+    """uint8 ``[B, 3, H, W]`` 0..255 -> float32 ``[B, 3, H, W]`` for a VAE encoder, on the CPU.
+
+    The one place the conditioning pixels are normalised, as the reference does it
+    (lllyasviel/IC-Light ``numpy2pytorch``): ``x / 127 - 1``, so grey 127 is exactly 0.0
+    and the range is -1..1.0079. Computed in float32 on the CPU, where the reference
+    computes it, before any move to the VAE's device and dtype.
+
+    The result is laid out channels-last in memory, as the reference's tensor is (it
+    stacks HWC arrays and moves the channel axis): CPU convolutions pick other kernels
+    for the other layout, and that alone moved a test VAE's latents by 4e-5 of their
+    range, more than the parity test allows.
+
+    ``webui_maps_unit_range``: for a WebUI VAE whose ``encode`` takes 0..1 and applies
+    ``2 * p - 1`` itself (Forge 2, Forge Classic, reForge). Returns ``x / 254`` instead
+    (0..1.0039, no clamping happens there): halving is exact in binary floating point, so
+    the WebUI's ``2 * (x / 254) - 1`` is bit for bit ``x / 127 - 1``.
+    """
+    if pixels.dtype != torch.uint8 or pixels.ndim != 4 or pixels.shape[1] != 3:
+        raise ValueError(f"vae_pixels: expected uint8 [B, 3, H, W], got {pixels.dtype} {tuple(pixels.shape)}")
+    values = pixels.to(device="cpu", dtype=torch.float32).contiguous(memory_format=torch.channels_last)
+    if webui_maps_unit_range:
+        return values / (2.0 * VAE_GREY_SCALE)
+    return values / VAE_GREY_SCALE - 1.0
 
 
 def tensor_to_pil(tensor: torch.Tensor) -> Image.Image:

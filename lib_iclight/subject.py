@@ -28,6 +28,10 @@ class PreparedImages:
 
     fg: Image.Image
     """``"RGB"``: the subject on grey 127 (or the whole input when it has no mask)."""
+    fg_source: Image.Image
+    """``"RGB"``: what each sampling pass crop-resizes its conditioning from: the input on
+    grey at its own size, as the reference resizes its composited input for every pass;
+    ``fg`` itself when rembg cut the subject out at the generation size."""
     bg: Image.Image | None = None
     """``"RGB"``: the background for the fbc model; None for fc."""
     mask: Image.Image | None = None
@@ -63,32 +67,39 @@ def prepare_subject(
     * else, an input with alpha is placed on grey 127 through its own alpha;
     * else the input is used as it is.
 
-    The input is crop-resized to the generation size first, so rembg and matting work
-    on at most the pixels the generation uses. ``detail_source`` is the crop-resized raw
+    As in the reference, the input is flattened on grey at its own size and crop-resized
+    after; rembg and matting then work on at most the pixels the generation uses (the
+    reference cuts out at the input's size). ``detail_source`` is the crop-resized raw
     input (alpha flattened on grey) when ``detail_transfer_raw``, else ``fg``.
     ``background`` (optional, any mode) becomes ``bg`` through :func:`prepare_background`.
     """
     if image is None:
         raise ICLightError("input_fg", "no image given; IC-Light needs a subject image")
     # Normalised first: Pillow cannot LANCZOS-resize every mode (16-bit greyscale, for one).
-    resized = resize_and_center_crop(normalise_mode(image), width, height)
-    raw = composite_on_grey(resized)
+    normalised = normalise_mode(image)
+    # Flattened at the input's size and resized after, in the reference's order.
+    flat = composite_on_grey(normalised)
+    raw = resize_and_center_crop(flat, width, height)
 
     mask = removed_bg = cutout = None
     if remove_bg:
-        cut = cut_out_subject(resized, rembg_model, foreground_threshold, background_threshold, erode_size)
+        # rembg and matting work on at most the pixels the generation uses.
+        cut = cut_out_subject(raw, rembg_model, foreground_threshold, background_threshold, erode_size)
         cutout = removed_bg = cut.image
         mask = cut.mask
-        fg = composite_on_grey(cut.image)
-    elif has_alpha(resized):
-        cutout = resized.convert("RGBA")
+        # The input's own colours through the mask, as the reference blends them; the
+        # matted (decontaminated) colours stay in ``cutout`` for reinforce and display.
+        fg = fg_source = composite_on_grey(raw, alpha=mask)
+    elif has_alpha(normalised):
+        cutout = resize_and_center_crop(normalised, width, height).convert("RGBA")
         mask = cutout.getchannel("A")
-        fg = raw
+        fg, fg_source = raw, flat
     else:
-        fg = raw
+        fg, fg_source = raw, flat
 
     return PreparedImages(
         fg=fg,
+        fg_source=fg_source,
         bg=None if background is None else prepare_background(background, width, height),
         mask=mask,
         removed_bg=removed_bg,
@@ -98,9 +109,9 @@ def prepare_subject(
 
 
 def prepare_background(image: Image.Image, width: int, height: int) -> Image.Image:
-    """The fbc background: ``image`` (any mode) crop-resized to ``width`` x ``height``,
-    alpha flattened on grey 127 -> ``"RGB"``."""
-    return composite_on_grey(resize_and_center_crop(normalise_mode(image), width, height))
+    """The fbc background: ``image`` (any mode) with its alpha flattened on grey 127, then
+    crop-resized to ``width`` x ``height`` -> ``"RGB"``."""
+    return resize_and_center_crop(composite_on_grey(image), width, height)
 
 
 def reinforce_foreground(light_map: Image.Image, subject: PreparedImages) -> Image.Image:

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from .. import images
 from ..errors import ICLightError
 from ..status import MergeLedger
 from ..unet_patch import CONV_IN, UNetPatch, tensor_version
@@ -150,9 +151,9 @@ class A1111Backend:
         from modules import devices  # the device and VAE dtype A1111 chose (--no-half-vae, lowvram...)
 
         model = p.sd_model
-        pixels = pixels.to(device=devices.device, dtype=devices.dtype_vae)
+        pixels = images.vae_pixels(pixels).to(device=devices.device, dtype=devices.dtype_vae)
         with torch.no_grad():
-            posterior = model.encode_first_stage(pixels * 2.0 - 1.0)
+            posterior = model.encode_first_stage(pixels)
             latent = posterior.mode() if hasattr(posterior, "mode") else posterior
             return (latent * model.scale_factor).to(devices.device)
 

@@ -30,10 +30,12 @@ class Backend(Protocol):
         with a 4-channel conv_in (SDXL, SD2, inpainting with 9 channels are refused)."""
 
     def encode(self, p: Any, pixels: torch.Tensor) -> torch.Tensor:
-        """VAE-encode ``pixels`` [B, 3, H, W] float 0..1 into scaled latents [B, 4, H/8, W/8].
+        """VAE-encode ``pixels`` [B, 3, H, W] uint8 0..255 into scaled latents [B, 4, H/8, W/8].
 
-        Deterministic (posterior mode, not a sample), already multiplied by the model's
-        latent scale factor, on the UNet's device.
+        The pixels reach the VAE through :func:`lib_iclight.images.vae_pixels` (the
+        reference's ``x / 127 - 1``), whatever the WebUI's own mapping. Deterministic
+        (posterior mode, not a sample), already multiplied by the model's latent scale
+        factor, on the UNet's device.
         """
 
     def vae_fingerprint(self, p: Any) -> Hashable:

@@ -54,6 +54,7 @@ class Request:
     """What the backend's ``load_offsets`` gave for ``info``; only the backend looks inside."""
     prepared: subject.PreparedImages
     background: Image.Image | None
+    """``"RGB"`` at its own size: the fbc background flattened on grey; None for fc."""
     is_img2img: bool
     concat_by_size: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
 
@@ -221,7 +222,8 @@ class ICLightController:
         if info.kind == "fbc":
             if args.uploaded_bg is None:
                 raise ICLightError("uploaded_bg", f"no image given: the fbc model {info.name} needs a background image")
-            background = subject.prepare_background(args.uploaded_bg, width, height)
+            # Flattened at its own size; each pass crop-resizes it, as the reference does.
+            background = images.composite_on_grey(args.uploaded_bg)
         return self._prepare_subject(args.input_fg, args, width, height), background
 
     def _prepare_img2img(self, p: Any, args: ICLightArgs, width: int, height: int) -> subject.PreparedImages:
@@ -258,8 +260,13 @@ class ICLightController:
         self.backend.install(p, request.offsets, concat)
 
     def _encode_conditioning(self, p: Any, request: Request, width: int, height: int) -> torch.Tensor:
-        """[1, 4 or 8, height/8, width/8] scaled latents: fg, then bg for fbc."""
-        parts = [images.resize_and_center_crop(request.prepared.fg, width, height)]
+        """[1, 4 or 8, height/8, width/8] scaled latents: fg, then bg for fbc.
+
+        Each pass crop-resizes from the sources (not from the largest pass's images), and
+        fg and bg go through the VAE as one batch whose latents are joined on channels in
+        that order: the reference's steps for both the first and the hires pass.
+        """
+        parts = [images.resize_and_center_crop(request.prepared.fg_source, width, height)]
         if request.background is not None:
             parts.append(images.resize_and_center_crop(request.background, width, height))
         key = (_digest(*parts), width, height, self.backend.vae_fingerprint(p))
@@ -267,7 +274,7 @@ class ICLightController:
         if cached is not None:
             self._latents.move_to_end(key)
             return cached
-        pixels = torch.cat([images.pil_to_tensor(part) for part in parts], dim=0)
+        pixels = torch.cat([images.pil_to_pixels(part) for part in parts], dim=0)
         latents = self.backend.encode(p, pixels)
         concat = torch.cat(list(latents.split(1, dim=0)), dim=1)
         self._latents[key] = concat

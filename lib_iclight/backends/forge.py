@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from .. import images
 from ..status import ConvInWatch, MergeLedger
 from ..weights import ICModelInfo, ICOffsets, load_offsets
 from . import forge_common as common
@@ -70,7 +71,7 @@ class ForgeBackend:
         common.check_sd15(p.sd_model)
 
     def encode(self, p: Any, pixels: torch.Tensor) -> torch.Tensor:
-        """[B, 3, H, W] 0..1 -> [B, 4, H/8, W/8] scaled posterior mode on the UNet's device."""
+        """[B, 3, H, W] uint8 -> [B, 4, H/8, W/8] scaled posterior mode on the UNet's device."""
         objects = p.sd_model.forge_objects
         vae = objects.vae
         # A clone carries the regulation without touching the VAE the WebUI decodes with.
@@ -80,7 +81,8 @@ class ForgeBackend:
         else:  # pragma: no cover - every Forge 2 with keyword add_patches has it
             logger.warning("IC Light: this Forge VAE cannot return the posterior mode; using a sample")
         with torch.no_grad():
-            latent = encoder.encode(pixels.movedim(1, -1))
+            # Forge's VAE.encode maps BHWC 0..1 by 2 * p - 1 (no clamp): fed x / 254.
+            latent = encoder.encode(images.vae_pixels(pixels, webui_maps_unit_range=True).movedim(1, -1))
             latent = vae.first_stage_model.process_in(latent)
         return latent.to(device=objects.unet.load_device, dtype=torch.float32)
 

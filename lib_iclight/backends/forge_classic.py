@@ -37,6 +37,7 @@ from typing import Any, Callable
 
 import torch
 
+from .. import images
 from ..status import ConvInWatch, MergeLedger
 from ..weights import ICModelInfo, ICOffsets, load_offsets
 from . import forge_common as common
@@ -206,7 +207,7 @@ class ForgeClassicBackend:
         common.check_sd15(p.sd_model)
 
     def encode(self, p: Any, pixels: torch.Tensor) -> torch.Tensor:
-        """[B, 3, H, W] 0..1 -> [B, 4, H/8, W/8] scaled posterior mode on the UNet's device."""
+        """[B, 3, H, W] uint8 -> [B, 4, H/8, W/8] scaled posterior mode on the UNet's device."""
         objects = p.sd_model.forge_objects
         vae = objects.vae
         regularization = getattr(getattr(vae, "first_stage_model", None), "regularization", None)
@@ -215,7 +216,8 @@ class ForgeClassicBackend:
             try:
                 if isinstance(sampled, bool):
                     regularization.sample = False  # the posterior mode: deterministic
-                latent = vae.encode(pixels.movedim(1, -1))
+                # ComfyUI's VAE.encode maps BHWC 0..1 by 2 * p - 1 (no clamp): fed x / 254.
+                latent = vae.encode(images.vae_pixels(pixels, webui_maps_unit_range=True).movedim(1, -1))
             finally:
                 if isinstance(sampled, bool):
                     regularization.sample = sampled

@@ -230,12 +230,14 @@ def test_encode_returns_the_scaled_posterior_mode(standins):
     unet = h.tiny_unet()
     p = h.forge_p(unet)
     vae = p.sd_model.forge_objects.vae
-    pixels = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    pixels = torch.randint(0, 256, (2, 3, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     latents = ForgeBackend().encode(p, pixels)
+    # The reference's values and memory layout (numpy2pytorch stacks HWC arrays).
+    reference = (pixels.float() / 127.0 - 1.0).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        moments = vae.first_stage_model.quant_conv(vae.first_stage_model.encoder(pixels * 2 - 1))
+        moments = vae.first_stage_model.quant_conv(vae.first_stage_model.encoder(reference))
     assert latents.shape == (2, 4, 4, 4) and latents.dtype == torch.float32
-    assert torch.allclose(latents, moments[:, :4] * 0.18215, atol=1e-6)
+    assert torch.equal(latents, moments[:, :4] * 0.18215)
     assert torch.equal(ForgeBackend().encode(p, pixels), latents)
     assert "model_vae_regulation" not in vae.patcher.model_options  # the WebUI's VAE is untouched
 

@@ -282,13 +282,15 @@ def test_offsets_for_another_unet_are_refused_with_the_key_named(flavour):
 def test_encode_returns_the_scaled_posterior_mode(flavour):
     p = h.classic_p(h.tiny_unet(), flavour)
     vae = p.sd_model.forge_objects.vae
-    pixels = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    pixels = torch.randint(0, 256, (2, 3, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
     latents = ForgeClassicBackend().encode(p, pixels)
     model = vae.first_stage_model
+    # The reference's values and memory layout (numpy2pytorch stacks HWC arrays).
+    reference = (pixels.float() / 127.0 - 1.0).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        moments = model.quant_conv(model.encoder(pixels * 2 - 1))
+        moments = model.quant_conv(model.encoder(reference))
     assert latents.shape == (2, 4, 4, 4) and latents.dtype == torch.float32
-    assert torch.allclose(latents, moments[:, :4] * 0.18215, atol=1e-6)
+    assert torch.equal(latents, moments[:, :4] * 0.18215)
     assert torch.equal(ForgeClassicBackend().encode(p, pixels), latents)
     assert model.regularization.sample is True  # the VAE samples again for the WebUI
 

@@ -20,9 +20,10 @@ from lib_iclight.images import (
     has_alpha,
     numpy_to_pil,
     pil_to_numpy,
-    pil_to_tensor,
+    pil_to_pixels,
     resize_and_center_crop,
     tensor_to_pil,
+    vae_pixels,
 )
 from tests.helpers.images import disc_image, disc_rgba, encode, halves, png_header_only, to_base64
 
@@ -411,8 +412,29 @@ def test_composite_on_grey():
 def test_composite_half_alpha_blends_and_custom_grey():
     rgba = Image.new("RGBA", (1, 1), (255, 255, 255, 128))
     value = composite_on_grey(rgba).getpixel((0, 0))[0]
-    assert abs(value - (255 * 128 + 127 * 127) / 255) <= 1
+    # The reference blend truncates: 127 + 128 * 128/255 = 191.25 -> 191; and 0 at
+    # alpha 128 gives 127 - 127 * 128/255 = 63.25 -> 63.
+    assert value == 191
+    assert composite_on_grey(Image.new("RGBA", (1, 1), (0, 0, 0, 128))).getpixel((0, 0)) == (63, 63, 63)
     assert composite_on_grey(Image.new("RGBA", (1, 1), (0, 0, 0, 0)), grey=10).getpixel((0, 0)) == (10, 10, 10)
+
+
+def test_composite_is_the_reference_blend_in_float32_truncated():
+    rng = np.random.default_rng(3)
+    rgba = rng.integers(0, 256, (16, 24, 4), dtype=np.uint8)
+    alpha = rgba[..., 3:].astype(np.float32) / np.float32(255)
+    expected = (127 + (rgba[..., :3].astype(np.float32) - 127) * alpha).clip(0, 255).astype(np.uint8)
+    assert np.array_equal(np.asarray(composite_on_grey(Image.fromarray(rgba, "RGBA"))), expected)
+
+
+def test_composite_through_a_given_mask_ignores_the_image_alpha():
+    rgba = Image.new("RGBA", (2, 1), (200, 100, 0, 0))
+    mask = Image.new("L", (2, 1), 255)
+    mask.putpixel((1, 0), 0)
+    out = composite_on_grey(rgba, alpha=mask)
+    assert out.getpixel((0, 0)) == (200, 100, 0) and out.getpixel((1, 0)) == (127, 127, 127)
+    with pytest.raises(ValueError):
+        composite_on_grey(rgba, alpha=Image.new("L", (3, 1)))
 
 
 def test_composite_passes_rgb_through_and_handles_other_modes():
@@ -481,21 +503,47 @@ def test_crop_rejects_bad_sizes(size):
 # ------------------------------------------------------------------- tensors
 
 
-def test_pil_to_tensor_layout_and_range():
+def test_pil_to_pixels_layout_and_range():
     img = Image.new("RGB", (5, 3), (255, 0, 51))
-    t = pil_to_tensor(img)
-    assert t.shape == (1, 3, 3, 5) and t.dtype == torch.float32 and t.is_contiguous()
-    assert torch.allclose(t[0, :, 1, 2], torch.tensor([1.0, 0.0, 0.2]))
+    t = pil_to_pixels(img)
+    assert t.shape == (1, 3, 3, 5) and t.dtype == torch.uint8 and t.is_contiguous()
+    assert t[0, :, 1, 2].tolist() == [255, 0, 51]
 
 
-def test_pil_to_tensor_flattens_alpha_on_grey():
-    t = pil_to_tensor(Image.new("RGBA", (2, 2), (255, 0, 0, 0)))
-    assert torch.allclose(t, torch.full_like(t, 127 / 255))
+def test_pil_to_pixels_flattens_alpha_on_grey():
+    t = pil_to_pixels(Image.new("RGBA", (2, 2), (255, 0, 0, 0)))
+    assert torch.equal(t, torch.full_like(t, 127))
+
+
+def test_vae_pixels_is_the_reference_normalisation():
+    levels = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16).expand(2, 3, 16, 16)
+    out = vae_pixels(levels)
+    assert out.dtype == torch.float32 and out.shape == (2, 3, 16, 16)
+    assert torch.equal(out, levels.float() / 127.0 - 1.0)
+    assert out.is_contiguous(memory_format=torch.channels_last)  # the reference's layout
+    assert out.flatten()[127].item() == 0.0  # grey is exactly zero, not -0.0039
+    assert out.min().item() == -1.0 and out.max().item() == pytest.approx(255 / 127 - 1, abs=1e-7)
+
+
+def test_the_unit_range_form_gives_the_same_bits_after_the_webuis_2p_minus_1():
+    """Forge 2, Forge Classic and reForge compute 2 * p - 1 inside VAE.encode."""
+    levels = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16).expand(1, 3, 16, 16)
+    unit = vae_pixels(levels, webui_maps_unit_range=True)
+    assert torch.equal(2.0 * unit - 1.0, vae_pixels(levels))
+    # The WebUIs take BHWC and move the channels back: the layout survives the round trip.
+    assert (2.0 * unit.movedim(1, -1).movedim(-1, 1) - 1.0).is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(unit * 2.0 - 1.0, vae_pixels(levels))
+
+
+def test_vae_pixels_refuses_anything_but_uint8_rgb_batches():
+    for bad in (torch.zeros(1, 3, 4, 4), torch.zeros(3, 4, 4, dtype=torch.uint8), torch.zeros(1, 4, 4, 4, dtype=torch.uint8)):
+        with pytest.raises(ValueError):
+            vae_pixels(bad)
 
 
 def test_tensor_round_trip_and_clamping():
     img = disc_image()
-    t = pil_to_tensor(img)
+    t = pil_to_pixels(img).float() / 255.0
     assert same_pixels(tensor_to_pil(t), img)
     assert same_pixels(tensor_to_pil(t[0]), img)
     wild = torch.tensor([-1.0, 0.5, 2.0]).view(3, 1, 1).expand(3, 2, 2)

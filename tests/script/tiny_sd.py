@@ -21,13 +21,15 @@ _VAE = dict(ch=32, out_ch=3, ch_mult=(1, 1, 1, 1), num_res_blocks=1, attn_resolu
 class TinyAutoencoder(nn.Module):
     """Mirrors ldm.models.autoencoder.AutoencoderKL's encode/decode (without Lightning)."""
 
-    def __init__(self, seed: int = 7) -> None:
+    def __init__(self, seed: int = 7, ch_mult: tuple[int, ...] = _VAE["ch_mult"], ch: int = _VAE["ch"],
+                 num_res_blocks: int = _VAE["num_res_blocks"]) -> None:
         super().__init__()
         from ldm.modules.diffusionmodules.model import Decoder, Encoder
 
         torch.manual_seed(seed)
-        self.encoder = Encoder(double_z=True, **_VAE)
-        self.decoder = Decoder(**_VAE)
+        config = {**_VAE, "ch_mult": ch_mult, "ch": ch, "num_res_blocks": num_res_blocks}
+        self.encoder = Encoder(double_z=True, **config)
+        self.decoder = Decoder(**config)
         self.quant_conv = nn.Conv2d(8, 8, 1)
         self.post_quant_conv = nn.Conv2d(4, 4, 1)
 

@@ -4,7 +4,7 @@
 Semantics mirrored:
 
 * ``VAE.encode(pixel_samples)`` takes **BHWC float in 0..1**, loads its patcher, maps the
-  pixels to -1..1, calls ``first_stage_model.encode(pixels, regulation)`` with the
+  pixels by ``2 * p - 1`` (no clamp) and casts them to ``vae_dtype``, calls ``first_stage_model.encode(pixels, regulation)`` with the
   ``model_vae_regulation`` found in the patcher's ``model_options`` and returns
   **unscaled** latents [B, 4, H/8, W/8] in float32;
 * ``IntegratedAutoencoderKL.encode`` returns ``regulation(posterior)`` when given one,
@@ -66,6 +66,7 @@ class VAE:
         self.device = device or torch.device("cpu")
         self.latent_channels = model.latent_channels
         self.output_device = torch.device("cpu")
+        self.vae_dtype = torch.float32  # memory_management.vae_dtype() on a CPU
         self.patcher = ModelPatcher(self.first_stage_model, load_device=self.device, offload_device=torch.device("cpu"))
 
     def clone(self) -> "VAE":
@@ -75,11 +76,12 @@ class VAE:
         n.device = self.device
         n.latent_channels = self.latent_channels
         n.output_device = self.output_device
+        n.vae_dtype = self.vae_dtype
         return n
 
     def encode(self, pixel_samples: torch.Tensor) -> torch.Tensor:
         regulation = self.patcher.model_options.get("model_vae_regulation", None)
         pixel_samples = pixel_samples.movedim(-1, 1)
         memory_management.load_models_gpu([self.patcher])
-        pixels_in = (2.0 * pixel_samples - 1.0).to(self.device)
+        pixels_in = (2.0 * pixel_samples - 1.0).to(self.vae_dtype).to(self.device)
         return self.first_stage_model.encode(pixels_in, regulation).to(self.output_device).float()
