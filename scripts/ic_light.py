@@ -107,3 +107,4 @@ class ICLightScript(scripts.Script):
 
 webui_glue.register_settings()
 webui_glue.register_api_routes()
+webui_glue.register_xyz_axes()
