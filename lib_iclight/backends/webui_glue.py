@@ -19,7 +19,7 @@ from .. import ui
 from ..api_routes import register_routes
 from ..rembg_session import cut_out_subject, list_rembg_models
 from ..settings import OPTIONS, SECTION, ICLightSettings, OptionSpec, component_args, read_settings
-from ..weights import ICModelInfo, list_models, resolve_model
+from ..weights import ICModelInfo, list_models, list_unreadable, resolve_model
 from . import xyz_axes
 
 logger = logging.getLogger("iclight.webui_glue")
@@ -91,7 +91,8 @@ def register_settings() -> None:
 def register_api_routes() -> None:
     # Listing rembg models imports rembg (slow the first time), so it happens per request,
     # never while the app starts.
-    script_callbacks.on_app_started(lambda _demo, app: register_routes(app, list_ic_models, list_rembg_models))
+    script_callbacks.on_app_started(lambda _demo, app: register_routes(
+        app, list_ic_models, list_rembg_models, lambda: list_unreadable(model_dirs())))
 
 
 def _add_xyz_axes() -> None:
