@@ -41,27 +41,31 @@ Choices = Literal["models", "rembg_models", "bool", "light_presets"]
 class AxisSpec:
     """One X/Y/Z axis: its label, the argument (or :data:`LIGHT_MAP`) it sets, the type
     the X/Y/Z plot converts each typed value with (``int`` enables its ``1-9 (+2)`` ranges),
-    where its dropdown's choices come from, and the tabs it appears on."""
+    where its dropdown's choices come from, the tabs it appears on, and its ``cost``: the
+    X/Y/Z plot loops over the costliest axis outermost, so a model switch (reading 0.9 to
+    1.7 GB of offsets) happens once per value rather than once per cell."""
 
     label: str
     target: str
     value_type: type
     choices: Choices | None = None
     img2img_only: bool = False
+    cost: float = 0.0
 
     def on_tab(self, is_img2img: bool) -> bool:
         return is_img2img or not self.img2img_only
 
 
-def _arg_axis(name: str, value_type: type, choices: Choices | None = None) -> AxisSpec:
+def _arg_axis(name: str, value_type: type, choices: Choices | None = None, cost: float = 0.0) -> AxisSpec:
     # Labelled like the argument's infotext entry, so a cell's infotext names the axis.
     label = SPECS_BY_NAME[name].infotext_key
     assert label is not None  # images have no infotext entry and no axis
-    return AxisSpec(label, name, value_type, choices)
+    return AxisSpec(label, name, value_type, choices, cost=cost)
 
 
 AXES: tuple[AxisSpec, ...] = (
-    _arg_axis("model_type", str, "models"),
+    # Below the plot's checkpoint (1.0) and VAE (0.7): those reload more.
+    _arg_axis("model_type", str, "models", cost=0.5),
     AxisSpec(LIGHT_MAP_INFOTEXT, LIGHT_MAP, str, "light_presets", img2img_only=True),
     AxisSpec("IC Light light angle", LIGHT_MAP, int, img2img_only=True),
     _arg_axis("remove_bg", str, "bool"),

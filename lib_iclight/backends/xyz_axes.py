@@ -88,6 +88,7 @@ def make_options(
                 axis.value_type,
                 _apply(axis),
                 confirm=_confirm(axis, is_img2img, resolve_model),
+                cost=axis.cost,
                 choices=_choices(axis, is_img2img, model_kinds, rembg_models),
             ))
     return options
