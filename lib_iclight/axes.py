@@ -192,3 +192,26 @@ def is_enabled(raw_args: Sequence[Any] | Mapping[str, Any]) -> bool:
         return bool(coerce(SPECS_BY_NAME["enable"], raw_values(raw_args)["enable"]))
     except ICLightError:
         return False
+
+
+def markdown_table() -> str:
+    """The README's table of axes, generated so it cannot drift from :data:`AXES`."""
+    values = {
+        "models": "the IC-Light models found (img2img: fc models)",
+        "rembg_models": "the rembg models listed in settings",
+        "bool": "`True`, `False`",
+        "light_presets": "`left`, `right`, `top`, `bottom`, `ambient`",
+    }
+    lines = ["| axis | tabs | values | sets |", "|---|---|---|---|"]
+    for axis in AXES:
+        tabs = "img2img" if axis.img2img_only else "txt2img, img2img"
+        if axis.choices is not None:
+            accepted = values[axis.choices]
+        elif axis.target == LIGHT_MAP:
+            accepted = "degrees, e.g. `0-270 (+90)` (0 = right, 90 = top)"
+        else:
+            spec = SPECS_BY_NAME[axis.target]
+            accepted = f"{spec.minimum}..{spec.maximum}, ranges like `4-16 (+4)`"
+        target = "the light map (drawn for each cell)" if axis.target == LIGHT_MAP else f"`{axis.target}`"
+        lines.append(f"| {axis.label} | {tabs} | {accepted} | {target} |")
+    return "\n".join(lines)
