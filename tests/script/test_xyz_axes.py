@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
+import types
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -215,3 +217,66 @@ def test_the_light_map_axis_is_refused_in_txt2img(webui):
 
 def test_the_standin_is_loaded_from_its_file(xyz):
     assert Path(xyz.__file__).name == "xyz_grid.py" and xyz.__name__ == "xyz_grid.py"
+
+
+# -- Forge Classic's layout -----------------------------------------------------------
+# Its extensions-builtin/xyz/scripts/xyz_grid.py imports only AxisOption from
+# lib_xyz/classes.py, which also holds the per-tab classes (same code as A1111's).
+
+
+@pytest.fixture
+def forge_classic_xyz(monkeypatch):
+    """A script module holding ``AxisOption`` only, its classes living in ``lib_xyz.classes``
+    (a second load of the stand-in's file, so its classes are not the ones above)."""
+    from modules import scripts
+
+    path = STANDINS / "scripts" / "xyz_grid.py"
+    spec = importlib.util.spec_from_file_location("lib_xyz.classes", path)
+    classes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(classes)
+    monkeypatch.setitem(sys.modules, "lib_xyz.classes", classes)
+    script = types.ModuleType("xyz_grid.py")
+    script.AxisOption = classes.AxisOption
+    script.axis_options = [classes.AxisOption("Nothing", str, classes.do_nothing)]
+    other = types.ModuleType("other.py")
+    data = [scripts.ScriptClassData(object, "/webui/scripts/other.py", "/webui", other),
+            scripts.ScriptClassData(object, "/webui/extensions-builtin/xyz/scripts/xyz_grid.py", "/webui/extensions-builtin/xyz", script)]
+    return classes, script, data
+
+
+def register(data):
+    from lib_iclight.backends import xyz_axes
+
+    return xyz_axes.register(data, model_kinds=lambda: {FC: "fc"}, rembg_models=lambda: ["u2net"],
+                             resolve_model=lambda name: SimpleNamespace(name=name, kind="fc"))
+
+
+def test_forge_classic_axis_classes_are_found_next_to_axis_option(forge_classic_xyz):
+    classes, script, data = forge_classic_xyz
+    assert register(data)
+    ours = script.axis_options[1:]
+    assert len(ours) == len(axes.axes_for(False)) + len(axes.axes_for(True))
+    assert {type(opt) for opt in ours} == {classes.AxisOptionTxt2Img, classes.AxisOptionImg2Img}
+    assert "IC Light light map" in {opt.label for opt in ours if opt.is_img2img}
+    assert "IC Light light map" not in {opt.label for opt in ours if not opt.is_img2img}
+
+
+def test_no_xyz_plot_registers_nothing(forge_classic_xyz):
+    assert not register(forge_classic_xyz[2][:1])
+
+
+def test_an_xyz_plot_without_per_tab_classes_is_left_alone(forge_classic_xyz, monkeypatch):
+    _, script, data = forge_classic_xyz
+    monkeypatch.delitem(sys.modules, "lib_xyz.classes")
+    assert register(data)
+    assert [opt.label for opt in script.axis_options] == ["Nothing"]
+
+
+def test_script_args_of_finds_the_ic_light_slice():
+    from lib_iclight.backends import xyz_axes
+
+    script = SimpleNamespace(title=lambda: "IC Light", args_from=2, args_to=4)
+    other = SimpleNamespace(title=lambda: "Other", args_from=0, args_to=2)
+    p = SimpleNamespace(scripts=SimpleNamespace(alwayson_scripts=[other, script]), script_args=("a", "b", True, "fc", "z"))
+    assert xyz_axes.script_args_of(p) == [True, "fc"]
+    assert xyz_axes.script_args_of(SimpleNamespace()) is None
