@@ -171,12 +171,16 @@ def check_enabled(enabled: bool, overrides: Mapping[str, Any]) -> None:
         first_label: dict[str, str] = {}
         for axis in AXES:
             first_label.setdefault(axis.target, axis.label)
-        labels = ", ".join(first_label[target] for target in overrides if target in first_label)
-        raise ICLightError(
-            "enable",
-            f"the X/Y/Z plot sets {labels}, but IC Light is not enabled; tick IC Light in its panel "
-            "(an axis changes a value, it does not turn IC Light on)",
-        )
+        raise not_enabled([first_label[target] for target in overrides if target in first_label])
+
+
+def not_enabled(labels: Sequence[str]) -> ICLightError:
+    """The error for IC Light axes (by label) on a generation with IC Light off."""
+    return ICLightError(
+        "enable",
+        f"the X/Y/Z plot sets {', '.join(labels)}, but IC Light is not enabled; tick IC Light in its panel "
+        "(an axis changes a value, it does not turn IC Light on)",
+    )
 
 
 def infotext(overrides: Mapping[str, Any]) -> dict[str, str]:

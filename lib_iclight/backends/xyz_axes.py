@@ -104,9 +104,8 @@ def _apply(axis: AxisSpec) -> Callable[[Any, Any, Any], None]:
 def _confirm(axis: AxisSpec, is_img2img: bool, resolve_model: Callable[[str], Any]) -> Callable[[Any, Any], None]:
     def confirm(p: Any, values: Sequence[Any]) -> None:
         raw = script_args_of(p)
-        if raw is not None:
-            # Any IC Light axis counts: the check is the same as the process hook's.
-            axes.check_enabled(axes.is_enabled(raw), {axis.target: None})
+        if raw is not None and not axes.is_enabled(raw):
+            raise axes.not_enabled([axis.label])
         axes.confirm(axis, values, is_img2img, resolve_model)
 
     return confirm

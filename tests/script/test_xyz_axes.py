@@ -280,3 +280,8 @@ def test_script_args_of_finds_the_ic_light_slice():
     p = SimpleNamespace(scripts=SimpleNamespace(alwayson_scripts=[other, script]), script_args=("a", "b", True, "fc", "z"))
     assert xyz_axes.script_args_of(p) == [True, "fc"]
     assert xyz_axes.script_args_of(SimpleNamespace()) is None
+
+
+def test_the_angle_axis_with_ic_light_off_is_refused_by_its_label(webui, xyz):
+    with pytest.raises(ICLightError, match=r"^enable: the X/Y/Z plot sets IC Light light angle, but"):
+        grid(webui, xyz, default_args(), img2img=True, x=("IC Light light angle", "0, 90"))
