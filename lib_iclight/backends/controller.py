@@ -149,16 +149,16 @@ class ICLightController:
         is_img2img = getattr(p, "init_images", None) is not None
         if is_img2img and info.kind != "fc":
             raise ICLightError("model_type", f"img2img relighting needs an fc model, {info.name} is {info.kind}")
+        direction = axes.light_map_of(overrides)
+        if direction is not None and not is_img2img:
+            raise ICLightError("light_map", "only img2img takes a light map; in txt2img input_fg is the subject")
         self.backend.check_model(p)
         refuse_refiner_switch(p)
         settings = self.settings()
         set_cache_capacity(settings.offset_cache_size)
         offsets = self.backend.load_offsets(info)
         width, height = self._largest_size(p)
-        direction = axes.light_map_of(overrides)
-        if direction is not None:
-            if not is_img2img:
-                raise ICLightError("light_map", "only img2img takes a light map; in txt2img input_fg is the subject")
+        if direction is not None:  # drawn at the size it is used at, as the panel's presets are
             args = dataclasses.replace(args, input_fg=make_lightmap(direction, width, height))
         if is_img2img:
             prepared = self._prepare_img2img(p, args, width, height)
