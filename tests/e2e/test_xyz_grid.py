@@ -45,8 +45,12 @@ def xyz_args(x_type: int, x_values: str, y_type: int, y_values: str) -> list[Any
             True]   # csv_mode
 
 
-def img2img_payload(webui: WebUI, ic_args: dict[str, Any], **overrides: Any) -> dict[str, Any]:
-    return webui.ic_payload(ic_args, init_images=[encode(make_subject())], denoising_strength=0.9, **overrides)
+def img2img_payload(webui: WebUI, ic_args: dict[str, Any], xyz: list[Any] | None = None) -> dict[str, Any]:
+    """The img2img request, through the X/Y/Z plot when ``xyz`` (its script args) is given."""
+    payload = webui.ic_payload(ic_args, init_images=[encode(make_subject())], denoising_strength=0.9)
+    if xyz is not None:
+        payload.update(script_name=XYZ, script_args=xyz)
+    return payload
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +65,7 @@ def test_models_by_presets_grid_equals_each_request_alone(webui: WebUI, fc_model
     x = axis_index(webui, "IC Light model", is_img2img=True)
     y = axis_index(webui, "IC Light light map", is_img2img=True)
     args = webui.ic_args(input_fg=None, remove_bg=False)  # no light map in the panel: the axis draws it
-    payload = img2img_payload(webui, args, script_name=XYZ,
-                              script_args=xyz_args(x, ", ".join(fc_models), y, ", ".join(PRESETS)))
+    payload = img2img_payload(webui, args, xyz_args(x, ", ".join(fc_models), y, ", ".join(PRESETS)))
     response = webui.post("img2img", payload)
     images = images_of(response)
     assert len(images) == 1 + 4, f"expected the grid and 4 cells, got {len(images)} images"
@@ -84,8 +87,7 @@ def test_models_by_presets_grid_equals_each_request_alone(webui: WebUI, fc_model
 
 def test_an_ic_light_axis_with_ic_light_off_is_refused(webui: WebUI, fc_models: list[str]) -> None:
     x = axis_index(webui, "IC Light model", is_img2img=True)
-    payload = img2img_payload(webui, webui.ic_args(enable=False), script_name=XYZ,
-                              script_args=xyz_args(x, fc_models[0], 0, ""))
+    payload = img2img_payload(webui, webui.ic_args(enable=False), xyz_args(x, fc_models[0], 0, ""))
     response = webui.post("img2img", payload)
     assert response.status_code == 422, response.text[:2000]
     assert "enable: the X/Y/Z plot sets IC Light model" in response.text
