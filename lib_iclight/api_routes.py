@@ -27,11 +27,14 @@ class ModelInfoLike(Protocol):
     in_channels: int
 
 
-def models_payload(models: Sequence[ModelInfoLike], rembg_models: Sequence[str]) -> dict[str, Any]:
-    """The body of ``GET /models``: names, kinds and channel counts, never paths."""
+def models_payload(models: Sequence[ModelInfoLike], rembg_models: Sequence[str],
+                   unreadable: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """The body of ``GET /models``: names, kinds and channel counts, never paths; and the
+    files left out, each with the reason (which names the file, never its folder)."""
     return {
         "models": [{"name": m.name, "kind": m.kind, "in_channels": int(m.in_channels)} for m in models],
         "rembg_models": list(rembg_models),
+        "unreadable": [{"name": name, "reason": reason} for name, reason in unreadable],
     }
 
 
@@ -44,6 +47,7 @@ def register_routes(
     app: Any,
     list_ic_models: Callable[[], Sequence[ModelInfoLike]],
     list_rembg_models: Callable[[], Sequence[str]],
+    list_unreadable: Callable[[], Sequence[tuple[str, str]]] = tuple,
     status: Callable[[], dict[str, Any]] | None = None,
 ) -> None:
     """Add ``GET /ic-light/v1/{models,schema,version,status}`` to ``app`` (a FastAPI app).
@@ -51,13 +55,14 @@ def register_routes(
     The listing functions run per request, so files added while the WebUI runs show up
     without a restart. Listing rembg models imports rembg, which is slow the first time
     (about a minute on a fresh install); it happens on the first ``/models`` call, never at
-    start-up.
+    start-up. ``list_unreadable`` gives (name, reason) of model files that were left out.
     """
 
     @app.get(f"{PREFIX}/models", tags=["IC Light"])
     def ic_light_models() -> dict[str, Any]:
-        """The IC-Light models found on disk and the rembg models available."""
-        return models_payload(list_ic_models(), list_rembg_models())
+        """The IC-Light models found on disk, the rembg models available, and the model
+        files left out because they cannot be read or are not IC-Light files, with why."""
+        return models_payload(list_ic_models(), list_rembg_models(), list_unreadable())
 
     @app.get(f"{PREFIX}/schema", tags=["IC Light"])
     def ic_light_schema() -> dict[str, Any]:

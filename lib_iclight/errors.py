@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 
 class ICLightError(ValueError):
     """A request IC-Light cannot serve.
@@ -39,3 +42,30 @@ def describe_value(value: object, limit: int = 60) -> str:
     if len(text) > limit:
         text = f"<{type(value).__name__}>"
     return text
+
+
+def without_path(text: str, path: os.PathLike[str] | str) -> str:
+    """``text`` with ``path`` (as given and resolved) replaced by the file's bare name, and
+    its folder by the folder's name: messages reach API clients, which must not learn the
+    server's folders."""
+    path = Path(path)
+    forms = {str(path): path.name, str(path.parent): path.parent.name}
+    try:
+        resolved = path.resolve()
+        forms.setdefault(str(resolved), resolved.name)
+        forms.setdefault(str(resolved.parent), resolved.parent.name)
+    except OSError:
+        pass
+    # Longest first, so that a file's path is not cut by its folder's.
+    for form in sorted(forms, key=len, reverse=True):
+        if len(form) > 1:
+            text = text.replace(form, forms[form])
+    return text
+
+
+def file_reason(exc: BaseException, path: os.PathLike[str] | str) -> str:
+    """Why reading ``path`` failed, without the path: an OSError's own words ("Permission
+    denied"), else the exception's text with the path replaced by the file name."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return without_path(str(exc), path)

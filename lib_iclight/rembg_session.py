@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image
 
-from .errors import ICLightError, describe_value
+from .errors import ICLightError, describe_value, without_path
 from .images import composite_on_grey
 
 logger = logging.getLogger("iclight.rembg_session")
@@ -153,16 +153,20 @@ def _create_session(name: str) -> Any:
     try:
         session = rembg.new_session(name)
     except Exception as exc:  # noqa: BLE001 - requests/pooch/onnxruntime each raise their own
-        reason = _short(exc)
+        # Messages reach API clients: the file by name, the folder as U2NET_HOME; the full
+        # path and the whole exception go to the server log.
+        logger.warning("rembg model %s (%s) failed to load: %r", name, path, exc)
+        reason = without_path(_short(exc), path)
         if not path.is_file():
             raise ICLightError(
                 "rembg_model",
                 f"the model file {path.name} is missing and could not be downloaded ({reason}); "
-                f"put {path.name} in {path.parent} (U2NET_HOME)",
+                f"put {path.name} in the rembg model folder (U2NET_HOME, default ~/.u2net; "
+                "the server log gives its full path)",
             ) from exc
         raise ICLightError(
             "rembg_model",
-            f"could not load {path} ({reason}); replace the file, or delete it to download it again",
+            f"could not load {path.name} ({reason}); replace the file, or delete it to download it again",
         ) from exc
     logger.info("rembg session %s ready in %.2f s (%s)", name, time.perf_counter() - start, path)
     return session

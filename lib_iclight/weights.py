@@ -31,7 +31,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from . import keymap
-from .errors import ICLightError
+from .errors import ICLightError, file_reason
 
 logger = logging.getLogger("iclight.weights")
 
@@ -102,6 +102,17 @@ class ICOffsets:
 # Reading headers and listing folders.
 
 
+def _refuse(path: Path, problem: str, cause: BaseException | None = None) -> ICLightError:
+    """The error for a file that cannot serve. ``problem`` names the file by its name only:
+    messages reach API clients, so the full path goes to the server log alone."""
+    logger.warning("IC-Light file %s: %s", path, problem if cause is None else f"{problem} ({cause!r})")
+    return ICLightError(ARG, problem)
+
+
+def _cannot_read(path: Path, exc: BaseException) -> ICLightError:
+    return _refuse(path, f"cannot read {path.name}: {file_reason(exc, path)}", exc)
+
+
 def read_model_info(path: str | Path) -> ICModelInfo:
     """Describe one file from its safetensors header, without loading any tensor.
 
@@ -115,13 +126,13 @@ def read_model_info(path: str | Path) -> ICModelInfo:
             conv_key = next((by_bare_name[k] for k in CONV_IN_KEYS if k in by_bare_name), None)
             shape = list(f.get_slice(conv_key).get_shape()) if conv_key else None
     except (SafetensorError, OSError) as exc:
-        raise ICLightError(ARG, f"cannot read {path}: {exc}") from exc
+        raise _cannot_read(path, exc) from exc
     if shape is None:
-        raise ICLightError(ARG, f"{path} is not an IC-Light SD1.5 offset file: it has no conv_in weight")
+        raise _refuse(path, f"{path.name} is not an IC-Light SD1.5 offset file: it has no conv_in weight")
     if len(shape) != 4 or shape[1] not in KIND_BY_CHANNELS:
-        raise ICLightError(
-            ARG,
-            f"{path} is not an IC-Light SD1.5 offset file: conv_in weight has shape {shape}, "
+        raise _refuse(
+            path,
+            f"{path.name} is not an IC-Light SD1.5 offset file: conv_in weight has shape {shape}, "
             "expected [320, 8, 3, 3] (fc) or [320, 12, 3, 3] (fbc)",
         )
     return ICModelInfo(path.stem, path, KIND_BY_CHANNELS[shape[1]], shape[1])
@@ -166,14 +177,13 @@ def _probe(path: Path) -> ICModelInfo | ICLightError:
     try:
         stamp = file_stamp(path.stat())
     except OSError as exc:
-        return ICLightError(ARG, f"cannot read {path}: {exc}")
+        return _cannot_read(path, exc)
     known = _probes.get(path, stamp)
     if known is not None:
         return known
     try:
         result: ICModelInfo | ICLightError = read_model_info(path)
-    except ICLightError as exc:
-        logger.warning("skipping a model file: %s", exc.problem)
+    except ICLightError as exc:  # already logged, with the full path, by read_model_info
         result = exc
     _probes.put(path, stamp, result)
     return result
@@ -231,6 +241,13 @@ def _scan(dirs: Sequence[str | Path]) -> tuple[list[ICModelInfo], list[tuple[str
                 seen.add(result.name)
                 models.append(result)
     return models, skipped
+
+
+def list_unreadable(dirs: Sequence[str | Path]) -> list[tuple[str, str]]:
+    """(name, reason) of each ``*.safetensors`` file in ``dirs`` that :func:`list_models`
+    leaves out because it cannot be read or is not an IC-Light SD1.5 offset file. The
+    reason names the file, never its folder."""
+    return [(stem, error.problem) for stem, error in _scan(dirs)[1]]
 
 
 def list_models(dirs: Sequence[str | Path]) -> list[ICModelInfo]:
@@ -297,11 +314,14 @@ def resolve_model(name: str, dirs: Sequence[str | Path]) -> ICModelInfo:
         aliases = ", ".join(repr(k) for k in kinds)
         available = ", ".join(m.name for m in models)
         raise ICLightError(ARG, f"unknown model {name!r}; available: {available} (aliases: {aliases})")
-    folders = ", ".join(str(Path(d)) for d in dirs) or "(no folders configured)"
+    # The folders by their last two parts: enough to recognise them, and no server path.
+    folders = ", ".join(Path(*Path(d).parts[-2:]).as_posix() for d in dirs) or "(no folders configured)"
+    logger.warning("no IC-Light models in any of: %s", ", ".join(str(Path(d)) for d in dirs))
     raise ICLightError(
         ARG,
         f"unknown model {name!r}; no IC-Light models were found. Put {' and/or '.join(OFFICIAL_FILES)} "
-        f"(from huggingface.co/lllyasviel/ic-light) into one of: {folders}",
+        f"(from huggingface.co/lllyasviel/ic-light) into one of the model folders ({folders}); "
+        "the server log gives their full paths",
     )
 
 
@@ -387,7 +407,7 @@ def load_offsets(info: ICModelInfo, dtype: torch.dtype | None = None,
     try:
         st = path.stat()
     except OSError as exc:
-        raise ICLightError(ARG, f"cannot read {path}: {exc}") from exc
+        raise _cannot_read(path, exc) from exc
     device = torch.device(device)
     key: _CacheKey = (str(path), st.st_size, st.st_mtime_ns, dtype, str(device))
 
@@ -424,9 +444,9 @@ def _read_offsets(info: ICModelInfo, path: Path, dtype: torch.dtype | None, devi
             conversion = keymap.to_ldm_keys(f.keys())
             if conversion.unknown:
                 shown = ", ".join(conversion.unknown[:5])
-                raise ICLightError(
-                    ARG,
-                    f"{path} is not an IC-Light SD1.5 offset file: {len(conversion.unknown)} "
+                raise _refuse(
+                    path,
+                    f"{path.name} is not an IC-Light SD1.5 offset file: {len(conversion.unknown)} "
                     f"unknown key(s), e.g. {shown}",
                 )
             for file_key, ldm_key in conversion.mapping.items():
@@ -434,14 +454,14 @@ def _read_offsets(info: ICModelInfo, path: Path, dtype: torch.dtype | None, devi
     except ICLightError:
         raise
     except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
-        raise ICLightError(ARG, f"cannot read {path}: {exc}") from exc
+        raise _cannot_read(path, exc) from exc
 
     conv_in = tensors.get(LDM_CONV_IN)
     if conv_in is None:
-        raise ICLightError(ARG, f"{path} is not an IC-Light SD1.5 offset file: it has no conv_in weight")
+        raise _refuse(path, f"{path.name} is not an IC-Light SD1.5 offset file: it has no conv_in weight")
     if conv_in.ndim != 4 or conv_in.shape[1] not in KIND_BY_CHANNELS:
-        raise ICLightError(
-            ARG, f"{path}: conv_in weight has shape {list(conv_in.shape)}, expected 8 or 12 input channels"
+        raise _refuse(
+            path, f"{path.name}: conv_in weight has shape {list(conv_in.shape)}, expected 8 or 12 input channels"
         )
     channels = conv_in.shape[1]
     if channels != info.in_channels:
@@ -466,7 +486,7 @@ def _convert(tensor: torch.Tensor, key: str, path: Path, dtype: torch.dtype | No
     a cast nor a move is copied.
     """
     if not tensor.is_floating_point():
-        raise ICLightError(ARG, f"{path}: tensor {key} has dtype {tensor.dtype}; offsets must be floats")
+        raise _refuse(path, f"{path.name}: tensor {key} has dtype {tensor.dtype}; offsets must be floats")
     stored = tensor
     if dtype is None:
         converted = tensor.to(device=device)
@@ -509,7 +529,7 @@ class OffsetFile:
         try:
             stamp = file_stamp(self.path.stat())
         except OSError as exc:
-            raise ICLightError(ARG, f"cannot read {self.path}: {exc}") from exc
+            raise _cannot_read(self.path, exc) from exc
         header = _headers.get(self.path, stamp)
         if header is None:
             header = self._read_header()
@@ -525,16 +545,16 @@ class OffsetFile:
                 conversion = keymap.to_ldm_keys(f.keys())
                 shapes = {ldm: tuple(f.get_slice(key).get_shape()) for key, ldm in conversion.mapping.items()}
         except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
-            raise ICLightError(ARG, f"cannot read {path}: {exc}") from exc
+            raise _cannot_read(path, exc) from exc
         if conversion.unknown:
-            raise ICLightError(
-                ARG,
-                f"{path} is not an IC-Light SD1.5 offset file: {len(conversion.unknown)} unknown key(s), "
+            raise _refuse(
+                path,
+                f"{path.name} is not an IC-Light SD1.5 offset file: {len(conversion.unknown)} unknown key(s), "
                 f"e.g. {', '.join(conversion.unknown[:5])}",
             )
         conv_in = shapes.get(LDM_CONV_IN)
         if conv_in is None or len(conv_in) != 4 or conv_in[1] not in KIND_BY_CHANNELS:
-            raise ICLightError(ARG, f"{path} is not an IC-Light SD1.5 offset file: conv_in weight has shape {conv_in}")
+            raise _refuse(path, f"{path.name} is not an IC-Light SD1.5 offset file: conv_in weight has shape {conv_in}")
         file_keys = {ldm: key for key, ldm in conversion.mapping.items()}
         return (str(path), st.st_size, st.st_mtime_ns), file_keys, shapes
 
@@ -547,14 +567,14 @@ class OffsetFile:
         started = time.perf_counter()
         identity, file_keys, shapes = self._read_header()
         if identity != self.identity or shapes != self.shapes:
-            raise ICLightError(ARG, f"{self.path} changed on disk during use; run the generation again")
+            raise _refuse(self.path, f"{self.path.name} changed on disk during use; run the generation again")
         tensors: dict[str, torch.Tensor] = {}
         try:
             with safe_open(str(self.path), framework="pt", device="cpu") as f:
                 for key in keys:
                     tensors[key] = _convert(f.get_tensor(file_keys[key]), key, self.path, self.dtype, torch.device("cpu"))
         except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
-            raise ICLightError(ARG, f"cannot read {self.path}: {exc}") from exc
+            raise _cannot_read(self.path, exc) from exc
         logger.debug("read %d of %d IC-Light offsets of %s in %.2f s",
                     len(tensors), len(self.shapes), self.info.name, time.perf_counter() - started)
         return tensors

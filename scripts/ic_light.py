@@ -111,3 +111,4 @@ def _status() -> dict:
 
 webui_glue.register_settings()
 webui_glue.register_api_routes(_status)
+webui_glue.register_xyz_axes()

@@ -16,6 +16,7 @@ message instead of going on without IC-Light.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -27,10 +28,11 @@ from typing import Any, Callable, Sequence
 import torch
 from PIL import Image
 
-from .. import images, subject
+from .. import axes, images, subject
 from ..args import ICLightArgs, parse_args
 from ..detail import detail_transfer
 from ..errors import ICLightError
+from ..lightmaps import make_lightmap
 from ..settings import ICLightSettings
 from ..status import image_bytes, tensor_bytes
 from ..weights import ICModelInfo, cache_entries, resolve_model, set_cache_capacity
@@ -148,19 +150,26 @@ class ICLightController:
         """Validate and prepare everything that does not need the sampling size."""
         setattr(p, _REQUEST, None)
         self._observe(p)
-        args = parse_args(list(raw_args))
+        overrides = axes.overrides_of(p)  # values of X/Y/Z plot axes for this cell
+        args = parse_args(axes.with_overrides(list(raw_args), overrides) if overrides else list(raw_args))
+        axes.check_enabled(args.enable, overrides)
         if not args.enable:
             return
         info = resolve_model(args.model_type, self.model_dirs())
         is_img2img = getattr(p, "init_images", None) is not None
         if is_img2img and info.kind != "fc":
             raise ICLightError("model_type", f"img2img relighting needs an fc model, {info.name} is {info.kind}")
+        direction = axes.light_map_of(overrides)
+        if direction is not None and not is_img2img:
+            raise ICLightError("light_map", "only img2img takes a light map; in txt2img input_fg is the subject")
         self.backend.check_model(p)
         refuse_refiner_switch(p)
         settings = self.settings()
         set_cache_capacity(settings.offset_cache_size)
         offsets = self.backend.load_offsets(info)
         width, height = self._largest_size(p)
+        if direction is not None:  # drawn at the size it is used at, as the panel's presets are
+            args = dataclasses.replace(args, input_fg=make_lightmap(direction, width, height))
         if is_img2img:
             prepared = self._prepare_img2img(p, args, width, height)
             background = None
@@ -169,6 +178,7 @@ class ICLightController:
         request = Request(args, info, offsets, prepared, background, is_img2img)
         setattr(p, _REQUEST, request)
         p.extra_generation_params.update(args.infotext(model_name=info.name))
+        p.extra_generation_params.update(axes.infotext(overrides))
         logger.info("IC Light: %s (%s) on %dx%d", info.name, info.kind, width, height)
 
     @staticmethod

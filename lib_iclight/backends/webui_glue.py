@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
-from modules import paths, script_callbacks, shared
+from modules import paths, script_callbacks, scripts, shared
 from PIL import Image
 
 from .. import ui
 from ..api_routes import register_routes
 from ..rembg_session import cut_out_subject, list_rembg_models
 from ..settings import OPTIONS, SECTION, ICLightSettings, OptionSpec, component_args, read_settings
-from ..weights import ICModelInfo, list_models
+from ..weights import ICModelInfo, list_models, list_unreadable, resolve_model
+from . import xyz_axes
 
 logger = logging.getLogger("iclight.webui_glue")
 
@@ -100,6 +101,20 @@ def loaded_sd_model() -> Any:
 def register_api_routes(status: Callable[[], dict[str, Any]] | None = None) -> None:
     # Listing rembg models imports rembg (slow the first time), so it happens per request,
     # never while the app starts.
-    script_callbacks.on_app_started(
-        lambda _demo, app: register_routes(app, list_ic_models, list_rembg_models, status)
+    script_callbacks.on_app_started(lambda _demo, app: register_routes(
+        app, list_ic_models, list_rembg_models, lambda: list_unreadable(model_dirs()), status))
+
+
+def _add_xyz_axes() -> None:
+    xyz_axes.register(
+        scripts.scripts_data,
+        model_kinds=_model_kinds,
+        rembg_models=lambda: list(settings().rembg_models),
+        resolve_model=lambda name: resolve_model(name, model_dirs()),
     )
+
+
+def register_xyz_axes() -> None:
+    # before_ui: every script is loaded (the X/Y/Z plot among them) and no tab has been
+    # built yet; the WebUIs call it with and without --nowebui.
+    script_callbacks.on_before_ui(_add_xyz_axes)

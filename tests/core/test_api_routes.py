@@ -62,6 +62,7 @@ def test_models_lists_names_kinds_channels_and_never_paths(client: TestClient, c
             {"name": "iclight_sd15_fbc", "kind": "fbc", "in_channels": 12},
         ],
         "rembg_models": ["u2net", "u2net_human_seg"],
+        "unreadable": [],
     }
     assert "secret" not in response.text and "safetensors" not in response.text
     client.get("/ic-light/v1/models")
@@ -71,7 +72,34 @@ def test_models_lists_names_kinds_channels_and_never_paths(client: TestClient, c
 def test_models_when_nothing_is_installed() -> None:
     app = fastapi.FastAPI()
     api_routes.register_routes(app, lambda: [], lambda: [])
-    assert TestClient(app).get("/ic-light/v1/models").json() == {"models": [], "rembg_models": []}
+    assert TestClient(app).get("/ic-light/v1/models").json() == {"models": [], "rembg_models": [], "unreadable": []}
+
+
+def test_models_lists_unreadable_files_by_name_with_the_reason(tmp_path: Path) -> None:
+    """Real files through the real listing: the broken ones are named, with why, and no
+    server path shows."""
+    import torch
+    from safetensors.torch import save_file
+
+    from lib_iclight import weights
+    from tests.helpers.tiny_weights import make_offset_file, tiny_unet_shapes
+
+    weights.clear_cache()
+    make_offset_file(tmp_path / "good_fc.safetensors", tiny_unet_shapes(), fmt="ldm")
+    (tmp_path / "broken_fc.safetensors").write_bytes(b"\x00" * 64)
+    save_file({"first_stage_model.decoder.conv_in.weight": torch.zeros(4, 4)}, str(tmp_path / "not_ic.safetensors"))
+    dirs = [tmp_path]
+    app = fastapi.FastAPI()
+    api_routes.register_routes(app, lambda: weights.list_models(dirs), lambda: [], lambda: weights.list_unreadable(dirs))
+    response = TestClient(app).get("/ic-light/v1/models")
+    assert response.status_code == 200
+    body = response.json()
+    assert [m["name"] for m in body["models"]] == ["good_fc"]
+    reasons = {entry["name"]: entry["reason"] for entry in body["unreadable"]}
+    assert set(reasons) == {"broken_fc", "not_ic"}
+    assert reasons["broken_fc"].startswith("cannot read broken_fc.safetensors: ")
+    assert reasons["not_ic"].startswith("not_ic.safetensors is not an IC-Light SD1.5 offset file")
+    assert str(tmp_path) not in response.text and tmp_path.name not in response.text
 
 
 def test_schema_is_the_args_schema(client: TestClient) -> None:

@@ -27,3 +27,13 @@ def test_readme_names_the_test_commands_and_routes() -> None:
                    "hr_additional_modules", "--ic-light-dir", "Verified on"):
         assert needle in text, needle
     assert re.search(r"^## Tests$", text, re.MULTILINE)
+
+
+def test_readme_axes_table_is_generated() -> None:
+    from lib_iclight.axes import markdown_table as axes_table
+
+    text = README.read_text(encoding="utf-8")
+    start, end = "<!-- axes-table -->", "<!-- /axes-table -->"
+    assert text.count(start) == 1 and text.count(end) == 1
+    between = text.split(start, 1)[1].split(end, 1)[0]
+    assert between.strip("\n") == axes_table(), "README axes table is stale; regenerate it from lib_iclight.axes.markdown_table()"

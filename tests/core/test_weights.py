@@ -293,7 +293,8 @@ def test_unknown_name_with_no_models_says_where_to_put_them(tmp_path: Path):
     message = str(err.value)
     assert message.startswith("model_type: unknown model 'fc'; no IC-Light models were found")
     assert "iclight_sd15_fc.safetensors" in message and "iclight_sd15_fbc.safetensors" in message
-    assert all(str(folder) in message for folder in folders)
+    assert "models/IC-Light" in message and "extension/models" in message
+    assert str(tmp_path) not in message  # the server's folders stay in its log
 
 
 @pytest.mark.parametrize(
@@ -459,7 +460,7 @@ def test_corrupt_and_truncated_files(tmp_path: Path, caplog):
     good.write_bytes(data[: len(data) // 2])
     with pytest.raises(ICLightError) as err:
         load_offsets(info)
-    assert err.value.problem.startswith(f"cannot read {good.resolve()}: ")
+    assert err.value.problem.startswith("cannot read good.safetensors: ")
 
     good.unlink()
     with pytest.raises(ICLightError, match="cannot read"):

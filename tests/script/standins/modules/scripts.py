@@ -3,11 +3,17 @@
 Like the real runner, every hook call is wrapped in ``try/except Exception`` that only
 reports the error: an exception raised by a hook does not stop the generation.
 """
+from collections import namedtuple
 from dataclasses import dataclass
 
 from modules import errors
 
 AlwaysVisible = object()
+
+# Filled by load_scripts in the real module: one entry per Script class of every script
+# file, with the module loaded from it (named after the file, e.g. "xyz_grid.py").
+ScriptClassData = namedtuple("ScriptClassData", ["script_class", "path", "basedir", "module"])
+scripts_data = []
 
 
 @dataclass
