@@ -146,9 +146,9 @@ def main() -> None:
         get(runner.url, "/ic-light/v1/models")
     print("plain:")
     reset_peak(runner.pid)
-    plain = [runner.run("plain") for _ in range(opts.runs)]
+    plain = [runner.run("plain") for _ in range(max(opts.runs, 1))]
     plain_rss, plain_peak = memory(runner.pid)
-    summary.append(f"plain: median {median(plain[1:], 'wall'):.2f} s; RSS {plain_rss:.2f} GiB, peak {plain_peak:.2f} GiB")
+    summary.append(f"plain: median {median(plain[1:] or plain, 'wall'):.2f} s; RSS {plain_rss:.2f} GiB, peak {plain_peak:.2f} GiB")
 
     if "back-to-back" in phases:
         print("back-to-back:")
@@ -168,6 +168,19 @@ def main() -> None:
         summary.append(
             f"memory after IC: RSS {ic_rss:.2f} GiB (+{ic_rss - plain_rss:.2f} over plain), peak during IC "
             f"{ic_peak:.2f} GiB (+{ic_peak - plain_rss:.2f} over plain RSS, +{ic_peak - plain_peak:.2f} over plain peak)"
+        )
+
+    if "large" in phases:
+        # For big sizes, where each request takes minutes: IC x3 (the first merges), then
+        # plain x2; warm IC = the 2nd and 3rd IC, plain = both plain after them.
+        print("large (IC x3, plain x2):")
+        ics = [runner.run("ic") for _ in range(3)]
+        plains = [runner.run("plain") for _ in range(2)]
+        summary.append(
+            f"large back-to-back: warm IC {median(ics[1:], 'wall'):.2f} s / plain {median(plains, 'wall'):.2f} s = "
+            f"{median(ics[1:], 'wall') / median(plains, 'wall'):.3f} wall, "
+            f"{median(ics[1:], 'cpu') / median(plains, 'cpu'):.3f} CPU; merges {[int(r['merges']) for r in ics]}; "
+            f"first IC {ics[0]['wall']:.2f} s"
         )
 
     if "alternating" in phases:
