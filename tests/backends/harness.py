@@ -194,6 +194,23 @@ def reference_sample(make_p: Callable[[torch.nn.Module], Any], unet: torch.nn.Mo
         return sample(p.sd_model.forge_objects.unet, load, **kwargs)
 
 
+def count_forge_merges(monkeypatch: Any) -> list[str]:
+    """The keys Forge 2's ``merge_lora_to_weight`` merges from now on (the adapter's probe
+    calls left out): what the LoraLoader really merged, counted apart from the ledger."""
+    import backend.patcher.lora as lora
+
+    calls: list[str] = []
+    original = lora.merge_lora_to_weight
+
+    def counting(patches, weight, key="online_lora", computation_dtype=torch.float32):
+        if key != "iclight-probe":
+            calls.append(key)
+        return original(patches, weight, key, computation_dtype)
+
+    monkeypatch.setattr(lora, "merge_lora_to_weight", counting)
+    return calls
+
+
 class ConvInInputs:
     """Records the input shape of conv_in on every UNet call (a forward pre-hook)."""
 
@@ -209,6 +226,6 @@ class ConvInInputs:
 
 
 __all__ = [
-    "ConvInInputs", "classic_p", "forge_p", "ic_concat", "ic_offsets", "inpainting_unet", "load_comfy", "make_other_unet",
+    "ConvInInputs", "classic_p", "count_forge_merges", "forge_p", "ic_concat", "ic_offsets", "inpainting_unet", "load_comfy", "make_other_unet",
     "load_forge", "reference_sample", "reset", "sample", "tiny_unet",
 ]

@@ -17,18 +17,7 @@ from tests.helpers.tiny_unet import assert_same, snapshot
 @pytest.fixture
 def merges(standins, monkeypatch):
     """Counts the weights Forge's LoraLoader merges (not the adapter's probe calls)."""
-    import backend.patcher.lora as lora
-
-    calls: list[str] = []
-    original = lora.merge_lora_to_weight
-
-    def counting(patches, weight, key="online_lora", computation_dtype=torch.float32):
-        if key != "iclight-probe":
-            calls.append(key)
-        return original(patches, weight, key, computation_dtype)
-
-    monkeypatch.setattr(lora, "merge_lora_to_weight", counting)
-    return calls
+    return h.count_forge_merges(monkeypatch)
 
 
 @pytest.mark.parametrize("kind, batch, keep", [("fc", 1, True), ("fbc", 3, True), ("fc", 3, False), ("fbc", 1, False)])

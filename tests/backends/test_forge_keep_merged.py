@@ -78,20 +78,10 @@ class Family:
 @pytest.fixture
 def family(request, standins, monkeypatch) -> Any:
     name = request.param
-    merged: list[str] = []
     if name == "forge":
-        import backend.patcher.lora as lora
-
-        original = lora.merge_lora_to_weight
-
-        def counting(patches, weight, key="online_lora", computation_dtype=torch.float32):
-            if key != "iclight-probe":
-                merged.append(key)
-            return original(patches, weight, key, computation_dtype)
-
-        monkeypatch.setattr(lora, "merge_lora_to_weight", counting)
-        yield Family(name, h.forge_p, h.load_forge, ForgeBackend(), merged)
+        yield Family(name, h.forge_p, h.load_forge, ForgeBackend(), h.count_forge_merges(monkeypatch))
         return
+    merged: list[str] = []
     comfy_on_path()
     import comfy.model_patcher
 
