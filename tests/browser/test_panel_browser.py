@@ -97,13 +97,13 @@ def check_refresh(panel: PanelPage, model_dir: Path) -> None:
     make_offset_file(path, tiny_unet_shapes(), kind="fbc")
     try:
         panel.click("refresh_models")
-        deadline_options: list[str] = []
+        options: list[str] = []
         for _ in range(50):  # the dropdown's choices change when the server answers
-            deadline_options = panel.dropdown_options("model_type")
-            if name in deadline_options:
+            options = panel.dropdown_options("model_type")
+            if name in options:
                 break
             panel.page.wait_for_timeout(200)
-        assert name in deadline_options, deadline_options
+        assert name in options, options
         panel.choose("model_type", name)
         panel.expect_visible("uploaded_bg", True)
         panel.choose("model_type", "fc")

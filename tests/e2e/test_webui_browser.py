@@ -217,7 +217,7 @@ def test_live_generate_infotext_and_paste(webui: WebUI, webui_page: Any, subject
     page.locator("#txt2img_seed input").first.fill(str(SEED))
     page.locator("#txt2img_generate").click()
 
-    info = page.locator("#html_info_txt2img")
+    info = page.locator("#html_info_txt2img").first  # Gradio 3 gives the wrapper the same id
     page.wait_for_function(
         "() => (document.querySelector('#html_info_txt2img') || {}).innerText?.includes('IC Light model')",
         timeout=GENERATION_MS,

@@ -75,8 +75,6 @@ class ConsoleWatch:
         url = (message.location or {}).get("url", "")
         if url and not url.startswith(self.origin):
             return
-        if "Failed to load resource" in message.text and not url:
-            return  # a blocked third-party font or script, reported without a location
         self.errors.append(f"console.error: {message.text} ({url})")
 
 
