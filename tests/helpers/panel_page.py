@@ -66,8 +66,12 @@ class ConsoleWatch:
     errors: list[str] = field(default_factory=list)
 
     def attach(self, page: Any) -> None:
-        page.on("pageerror", lambda exc: self.errors.append(f"pageerror: {exc}"))
+        page.on("pageerror", self._on_page_error)
         page.on("console", self._on_console)
+
+    def _on_page_error(self, exc: Any) -> None:
+        stack = (getattr(exc, "stack", "") or "").splitlines()[1:4]
+        self.errors.append(" | ".join([f"pageerror: {exc}", *(line.strip() for line in stack)]))
 
     def _on_console(self, message: Any) -> None:
         if message.type != "error":
