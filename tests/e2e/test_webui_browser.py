@@ -201,7 +201,47 @@ def _set_number(page: Any, selector: str, value: int) -> None:
     box.press("Enter")
 
 
-def test_live_generate_infotext_and_paste(webui: WebUI, webui_page: Any, subject_file: Path, shots: Path) -> None:
+def _generate(page: Any, expect_in_info: str) -> str:
+    """Fill the WebUI's own txt2img settings (tiny and fast), press Generate, wait for the
+    infotext under the image; its text."""
+    page.locator("#txt2img_prompt textarea").fill("a photo of a person, soft light from the left")
+    for name, value in (("steps", 4), ("width", SIZE), ("height", SIZE)):
+        _set_number(page, f"#txt2img_{name}", value)
+    page.locator("#txt2img_seed input").first.fill(str(SEED))
+    page.locator("#txt2img_generate").click()
+    page.wait_for_function(
+        "(needle) => (document.querySelector('#html_info_txt2img') || {}).innerText?.includes(needle)",
+        arg=expect_in_info, timeout=GENERATION_MS,
+    )
+    return page.locator("#html_info_txt2img").first.inner_text()  # Gradio 3 repeats the id on the wrapper
+
+
+def _messages(watch: ConsoleWatch) -> set[str]:
+    return {error.split(" | ")[0] for error in _page_errors(watch)}
+
+
+@pytest.fixture(scope="module")
+def webui_own_errors(chromium: Any, webui: WebUI) -> set[str]:
+    """The page errors the WebUI raises by itself for the same clicks with IC Light left
+    alone (A1111 1.10.1 raises "Cannot read properties of undefined (reading 'props')"
+    from Gradio's Blocks script when its size sliders change): not the panel's to answer for."""
+    context = chromium.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    watch = ConsoleWatch(webui.url)
+    watch.attach(page)
+    keep_local(page, webui.url)
+    page.goto(webui.url + "/", wait_until="domcontentloaded", timeout=PAGE_LOAD_MS)
+    page.locator("#iclight_txt2img_enable-visible-checkbox").wait_for(state="attached", timeout=PAGE_LOAD_MS)
+    _generate(page, "Steps")
+    context.close()
+    if watch.errors:
+        print(f"\nthe WebUI's own page errors, without IC Light: {sorted(_messages(watch))}")
+    return _messages(watch)
+
+
+def test_live_generate_infotext_and_paste(
+    webui: WebUI, webui_page: Any, subject_file: Path, shots: Path, webui_own_errors: set[str]
+) -> None:
     page, watch = webui_page
     panel = PanelPage(page, "txt2img", timeout_ms=GENERATION_MS)
     panel.open()  # opening the WebUI's InputAccordion ticks it
@@ -210,19 +250,9 @@ def test_live_generate_infotext_and_paste(webui: WebUI, webui_page: Any, subject
     for name, value in CHANGED.items():
         panel.set_slider(name, value)
     panel.loc("detail_transfer").locator("input[type=checkbox]").first.check()
+    assert _page_errors(watch) == []
 
-    page.locator("#txt2img_prompt textarea").fill("a photo of a person, soft light from the left")
-    for name, value in (("steps", 4), ("width", SIZE), ("height", SIZE)):
-        _set_number(page, f"#txt2img_{name}", value)
-    page.locator("#txt2img_seed input").first.fill(str(SEED))
-    page.locator("#txt2img_generate").click()
-
-    info = page.locator("#html_info_txt2img").first  # Gradio 3 gives the wrapper the same id
-    page.wait_for_function(
-        "() => (document.querySelector('#html_info_txt2img') || {}).innerText?.includes('IC Light model')",
-        timeout=GENERATION_MS,
-    )
-    text = info.inner_text()
+    text = _generate(page, "IC Light model")
     entries = _infotext_entries(text)
     assert list(entries) == IC_KEYS, f"IC Light entries missing from the infotext: {text}"
     assert entries["IC Light"] == "True"
@@ -248,4 +278,4 @@ def test_live_generate_infotext_and_paste(webui: WebUI, webui_page: Any, subject
         page.wait_for_timeout(200)
     assert len(restored) >= len(entries) - 1 and restored == {key: entries[key] for key in restored}
     page.locator("#iclight_txt2img_enable").screenshot(path=str(shots / "live-txt2img-pasted.png"))
-    assert _page_errors(watch) == []
+    assert _messages(watch) <= webui_own_errors, watch.errors
