@@ -12,6 +12,7 @@ that do such work are handed in by the caller and only run on a click.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
@@ -40,6 +41,18 @@ LIGHT_MAP_SIZE = (512, 512)
 to the generation anyway, so this only has to be a sensible aspect-free default."""
 
 REFRESH_SYMBOL = "\U0001f504"  # the same glyph A1111 uses on its refresh tool buttons
+
+IMAGE_HEIGHT = 320
+"""Pixels of every image slot, on both Gradios: without a height, an empty slot on Forge 2
+(Gradio 4) took about 700 px."""
+
+
+def _image_format_args() -> dict[str, str]:
+    """Gradio 4 sends images to the browser as lossy WebP unless told otherwise. A light
+    map drawn by a preset makes the round trip (browser, then back as the generation's
+    input), so it must arrive as drawn: PNG. Gradio 3 always sends PNG and has no
+    ``format``."""
+    return {"format": "png"} if "format" in inspect.signature(gr.Image.__init__).parameters else {}
 
 # Where each argument sits: one tuple per row, below the accordion's header (``enable``).
 # The labels, defaults and ranges still come from ARG_SPECS; this only places them.
@@ -166,11 +179,14 @@ def build_panel(
                     builder.add(SPECS_BY_NAME[name])
                 if row[-1] == "model_type" and refresh_models is not None:
                     builder.add_refresh_button()
-            if row[-1] == "uploaded_bg":
-                if is_img2img:
-                    builder.add_light_map_presets()
-                elif preview_fn is not None:
-                    builder.add_preview()
+                # The image row: the subject and what is made of it, side by side.
+                if row[-1] == "uploaded_bg":
+                    if is_img2img:
+                        builder.add_light_map_presets()
+                    elif preview_fn is not None:
+                        builder.add_preview()
+            if row[-1] == "uploaded_bg" and "preview" in builder.controls:
+                builder.add_preview_button()
         # Events are wired once every widget exists: several read widgets placed after them.
         builder.wire(refresh_models, preview_fn)
 
@@ -240,7 +256,10 @@ class _Builder:
             visible = background_visible(self.is_img2img, SPECS_BY_NAME["model_type"].default, self.kinds)
         # No source=/sources=/tool=: they differ between Gradio 3 and 4, and the defaults
         # (upload, plus webcam/clipboard on 4) are what we want.
-        return gr.Image(type="pil", image_mode="RGBA", label=label, visible=visible, elem_id=self._id(spec.name))
+        return gr.Image(
+            type="pil", image_mode="RGBA", label=label, visible=visible, height=IMAGE_HEIGHT,
+            elem_id=self._id(spec.name), **_image_format_args(),
+        )
 
     def add_refresh_button(self) -> None:
         self.controls["refresh_models"] = gr.Button(
@@ -248,8 +267,9 @@ class _Builder:
         )
 
     def add_light_map_presets(self) -> None:
-        """img2img: presets that draw the light map into ``input_fg``; "custom" = upload."""
-        with gr.Row():
+        """img2img, beside the light map: presets that draw it into ``input_fg``;
+        "custom" = upload."""
+        with gr.Column():
             self.controls["light_preset"] = gr.Radio(
                 choices=list(LIGHT_MAP_CHOICES), value=None, label="Light map preset",
                 elem_id=self._id("light_preset"),
@@ -260,14 +280,18 @@ class _Builder:
             )
 
     def add_preview(self) -> None:
-        """txt2img: a button that shows ``input_fg`` with its background removed."""
+        """txt2img, beside ``input_fg``: the subject with its background removed, shown
+        once :meth:`add_preview_button`'s button is pressed."""
+        self.controls["preview"] = gr.Image(
+            type="pil", label="Background removed", interactive=False, visible=False, height=IMAGE_HEIGHT,
+            elem_id=self._id("preview"), **_image_format_args(),
+        )
+
+    def add_preview_button(self) -> None:
         with gr.Row():
             self.controls["preview_button"] = gr.Button(
                 value="Preview background removal", elem_id=self._id("preview_button")
             )
-        self.controls["preview"] = gr.Image(
-            type="pil", label="Background removed", interactive=False, visible=False, elem_id=self._id("preview")
-        )
 
     # ---------------------------------------------------------------- events
 
@@ -300,9 +324,20 @@ class _Builder:
                 return dropdown
             return dropdown, gr.update(visible=background_visible(False, current, self.kinds))
 
+        def clear(current: str | None) -> tuple[str | None, Any]:
+            # Gradio 4.40's dropdown, when it allows custom values, keeps the index of its
+            # checked entry when only its choices change: after a refresh the check mark
+            # sits on whichever model moved into that place, and a click on that model
+            # does nothing. A change of value re-derives the index, so the refresh first
+            # empties the value (kept here), then sets it again with the new choices.
+            return current, gr.update(value=None)
+
         model_type = self.by_name["model_type"]
+        held = gr.State()
         outputs = [model_type] if self.is_img2img else [model_type, self.by_name["uploaded_bg"]]
-        self.controls["refresh_models"].click(fn=refresh, inputs=[model_type], outputs=outputs)
+        self.controls["refresh_models"].click(fn=clear, inputs=[model_type], outputs=[held, model_type]).then(
+            fn=refresh, inputs=[held], outputs=outputs
+        )
         self.handlers["refresh_models"] = refresh
 
     def _wire_light_map_presets(self) -> None:

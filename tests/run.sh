@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command. Builds (once) two CPU test environments and runs:
 #   1. the whole suite under the A1111 stack (Gradio 3.41, pydantic 1);
-#   2. the UI, API-route and script tests again under the Forge 2 stack (Gradio 4.40, pydantic 2).
+#   2. the UI, API-route, script and browser tests again under the Forge 2 stack (Gradio 4.40,
+#      pydantic 2).
+# The browser tests (tests/browser) need Chromium: .ci/run installs Debian's; without one they skip.
 # Environments are cached outside the clone, keyed by their requirement files, so a fresh
 # clone reuses them; delete ~/.cache/iclight-tests (or change a requirement) to rebuild.
 # ICLIGHT_SKIP_GRADIO4=1 skips the second pass. Extra arguments go to the first pytest.
@@ -32,6 +34,6 @@ main_env=$(ensure_env tests/requirements.txt tests/constraints.txt)
 
 if [ "${ICLIGHT_SKIP_GRADIO4:-0}" != "1" ]; then
     g4_env=$(ensure_env tests/requirements-gradio4.txt "")
-    echo "== Gradio 4 / pydantic 2 (Forge 2 stack): UI, API routes and script tests"
-    "$g4_env/bin/python" -m pytest -q tests/core/test_ui.py tests/core/test_api_routes.py tests/script
+    echo "== Gradio 4 / pydantic 2 (Forge 2 stack): UI, API routes, script and browser tests"
+    "$g4_env/bin/python" -m pytest -q tests/core/test_ui.py tests/core/test_api_routes.py tests/script tests/browser
 fi

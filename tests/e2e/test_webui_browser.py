@@ -1,0 +1,281 @@
+"""The IC Light panel of a live WebUI, in headless Chromium (skipped unless WEBUI_URL is set).
+
+The same browser checks as tests/browser (there on a bare Gradio app), here on the WebUI's
+own page, plus what only a WebUI has: the Generate button, the infotext it shows, and the
+paste button (↙) that puts that infotext back into every panel widget. Needs playwright
+and a Chromium (see tests/helpers/panel_page.py); screenshots go to
+``$ICLIGHT_ARTEFACTS/e2e`` (default tests/artefacts/e2e, git-ignored).
+
+The checks use the server's own models (``fc``/``fbc`` aliases and the listed files) and
+its rembg models; the error check asks for a rembg model that does not exist.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from lib_iclight.args import ARG_SPECS, SPECS_BY_NAME
+from lib_iclight.lightmaps import LIGHT_PRESETS, make_lightmap
+from tests.helpers.panel_page import (
+    ConsoleWatch,
+    PanelPage,
+    artefacts_dir,
+    find_chromium,
+    keep_local,
+    launch_args,
+    max_difference,
+)
+
+from .conftest import SEED, SIZE, WebUI, make_subject
+
+PAGE_LOAD_MS = 180_000
+GENERATION_MS = 900_000
+IC_KEYS = [spec.infotext_key for spec in ARG_SPECS if spec.infotext_key is not None]
+# What the generation test sets away from the defaults, so that the paste has work to do.
+CHANGED = {"foreground_threshold": 200, "erode_size": 8, "detail_transfer_blur_radius": 7}
+
+
+@pytest.fixture(scope="module")
+def chromium(webui: WebUI) -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("the browser tests need playwright")
+    executable = find_chromium()
+    if executable is None:
+        pytest.skip("no Chromium found (apt-get install chromium, or set ICLIGHT_CHROMIUM)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=launch_args())
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def shots() -> Path:
+    folder = artefacts_dir("e2e")
+    print(f"\nscreenshots of the live WebUI: {folder}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def subject_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("e2e-upload") / "subject.png"
+    make_subject(128).save(path)
+    return path
+
+
+@pytest.fixture
+def webui_page(chromium: Any, webui: WebUI) -> Iterator[tuple[Any, ConsoleWatch]]:
+    context = chromium.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    watch = ConsoleWatch(webui.url)
+    watch.attach(page)
+    keep_local(page, webui.url)
+    page.goto(webui.url + "/", wait_until="domcontentloaded", timeout=PAGE_LOAD_MS)
+    # The WebUI's own script adds a visible checkbox to every InputAccordion once the UI is up.
+    page.locator("#iclight_txt2img_enable-visible-checkbox").wait_for(state="attached", timeout=PAGE_LOAD_MS)
+    yield page, watch
+    context.close()
+
+
+def _tab(page: Any, name: str) -> None:
+    page.locator("#tabs > .tab-nav button").filter(has_text=re.compile(rf"^\s*{name}\s*$")).first.click()
+    page.locator(f"#tab_{name}").wait_for(state="visible")
+
+
+def _page_errors(watch: ConsoleWatch) -> list[str]:
+    return [e for e in watch.errors if e.startswith("pageerror")]
+
+
+# ------------------------------------------------------------------ the panel's own events
+
+
+def test_live_background_toggle_and_refresh(webui: WebUI, webui_page: Any, shots: Path) -> None:
+    page, watch = webui_page
+    panel = PanelPage(page, "txt2img")
+    panel.open()
+    panel.expect_visible("uploaded_bg", False)
+    panel.choose("model_type", "fbc")
+    panel.expect_visible("uploaded_bg", True)
+    page.locator("#iclight_txt2img_enable").screenshot(path=str(shots / "live-txt2img-fbc.png"))
+    panel.choose("model_type", "fc")
+    panel.expect_visible("uploaded_bg", False)
+
+    panel.click("refresh_models")
+    served = [m["name"] for m in webui.models()]
+    for _ in range(50):
+        options = panel.dropdown_options("model_type")
+        if set(served) <= set(options):
+            break
+        page.wait_for_timeout(200)
+    assert set(served) <= set(options), (served, options)
+    fbc_file = next((m["name"] for m in webui.models() if m["kind"] == "fbc"), None)
+    if fbc_file is not None:
+        panel.choose("model_type", fbc_file)
+        panel.expect_visible("uploaded_bg", True)
+        panel.choose("model_type", "fc")
+    assert _page_errors(watch) == []
+
+
+def test_live_light_map_presets(webui_page: Any, shots: Path) -> None:
+    page, watch = webui_page
+    _tab(page, "img2img")
+    panel = PanelPage(page, "img2img")
+    panel.open()
+    src = panel.image_src("input_fg")
+    for preset in LIGHT_PRESETS:
+        panel.pick_radio("light_preset", preset)
+        src = panel.wait_for_new_image("input_fg", src)
+        drawn = panel.read_image(src)
+        assert max_difference(drawn, make_lightmap(preset, *drawn.size)) == 0, preset
+    panel.pick_radio("light_preset", "angle")
+    panel.expect_visible("light_angle", True)
+    src = panel.wait_for_new_image("input_fg", src)
+    panel.set_slider("light_angle", 45)
+    src = panel.wait_for_new_image("input_fg", src)
+    drawn = panel.read_image(src)
+    assert max_difference(drawn, make_lightmap(45.0, *drawn.size)) == 0
+    page.locator("#iclight_img2img_enable").screenshot(path=str(shots / "live-img2img-angle.png"))
+    assert _page_errors(watch) == []
+
+
+def test_live_preview_and_its_error(webui_page: Any, subject_file: Path, shots: Path) -> None:
+    page, watch = webui_page
+    panel = PanelPage(page, "txt2img", timeout_ms=GENERATION_MS)
+    panel.open()
+    panel.upload("input_fg", subject_file)
+    panel.click("preview_button")
+    cutout = panel.read_image(panel.wait_for_new_image("preview", None))
+    assert cutout.mode == "RGBA" and cutout.size == (128, 128)
+    alpha = cutout.getchannel("A")
+    assert alpha.getextrema()[0] < 128 < alpha.getextrema()[1], "the cut-out has no transparent and opaque parts"
+    page.locator("#iclight_txt2img_enable").screenshot(path=str(shots / "live-txt2img-preview.png"))
+
+    panel.type_custom("rembg_model", "no-such-rembg-model")
+    panel.click("preview_button")
+    text = panel.expect_error("no-such-rembg-model")
+    assert "rembg_model" in text, text
+    panel.close_toasts()
+    assert _page_errors(watch) == []
+
+
+# ------------------------------------------------------------------ generate, infotext, paste
+
+
+def _infotext_entries(text: str) -> dict[str, str]:
+    entries: dict[str, str] = {}
+    for key in IC_KEYS:
+        match = re.search(rf"(?:^|[,\n]\s*){re.escape(key)}: ([^,\n]+)", text)
+        if match:
+            entries[key] = match.group(1).strip()
+    return entries
+
+
+def _panel_values(panel: PanelPage) -> dict[str, str]:
+    """Every infotext-carrying widget of the panel, as the infotext writes it."""
+    values: dict[str, str] = {}
+    for spec in ARG_SPECS:
+        if spec.infotext_key is None:
+            continue
+        if spec.name != "enable" and panel.loc(spec.name).count() == 0:
+            continue  # Gradio 4 leaves a hidden widget (reinforce_fg in txt2img) out of the page
+        if spec.name == "enable":
+            checked = panel.page.locator("#iclight_txt2img_enable-checkbox input").first.is_checked()
+            values[spec.infotext_key] = str(checked)
+        elif spec.kind == "bool":
+            values[spec.infotext_key] = str(panel.loc(spec.name).locator("input[type=checkbox]").first.is_checked())
+        elif spec.kind == "int":
+            values[spec.infotext_key] = panel.loc(spec.name).locator("input[type=number]").first.input_value()
+        else:
+            values[spec.infotext_key] = panel.dropdown_value(spec.name)
+    return values
+
+
+def _set_number(page: Any, selector: str, value: int) -> None:
+    box = page.locator(f"{selector} input[type=number]").first
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def _generate(page: Any, expect_in_info: str) -> str:
+    """Fill the WebUI's own txt2img settings (tiny and fast), press Generate, wait for the
+    infotext under the image; its text."""
+    page.locator("#txt2img_prompt textarea").fill("a photo of a person, soft light from the left")
+    for name, value in (("steps", 4), ("width", SIZE), ("height", SIZE)):
+        _set_number(page, f"#txt2img_{name}", value)
+    page.locator("#txt2img_seed input").first.fill(str(SEED))
+    page.locator("#txt2img_generate").click()
+    page.wait_for_function(
+        "(needle) => (document.querySelector('#html_info_txt2img') || {}).innerText?.includes(needle)",
+        arg=expect_in_info, timeout=GENERATION_MS,
+    )
+    return page.locator("#html_info_txt2img").first.inner_text()  # Gradio 3 repeats the id on the wrapper
+
+
+def _messages(watch: ConsoleWatch) -> set[str]:
+    return {error.split(" | ")[0] for error in _page_errors(watch)}
+
+
+@pytest.fixture(scope="module")
+def webui_own_errors(chromium: Any, webui: WebUI) -> set[str]:
+    """The page errors the WebUI raises by itself for the same clicks with IC Light left
+    alone (A1111 1.10.1 raises "Cannot read properties of undefined (reading 'props')"
+    from Gradio's Blocks script when its size sliders change): not the panel's to answer for."""
+    context = chromium.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    watch = ConsoleWatch(webui.url)
+    watch.attach(page)
+    keep_local(page, webui.url)
+    page.goto(webui.url + "/", wait_until="domcontentloaded", timeout=PAGE_LOAD_MS)
+    page.locator("#iclight_txt2img_enable-visible-checkbox").wait_for(state="attached", timeout=PAGE_LOAD_MS)
+    _generate(page, "Steps")
+    context.close()
+    if watch.errors:
+        print(f"\nthe WebUI's own page errors, without IC Light: {sorted(_messages(watch))}")
+    return _messages(watch)
+
+
+def test_live_generate_infotext_and_paste(
+    webui: WebUI, webui_page: Any, subject_file: Path, shots: Path, webui_own_errors: set[str]
+) -> None:
+    page, watch = webui_page
+    panel = PanelPage(page, "txt2img", timeout_ms=GENERATION_MS)
+    panel.open()  # opening the WebUI's InputAccordion ticks it
+    assert page.locator("#iclight_txt2img_enable-checkbox input").first.is_checked()
+    panel.upload("input_fg", subject_file)
+    for name, value in CHANGED.items():
+        panel.set_slider(name, value)
+    panel.loc("detail_transfer").locator("input[type=checkbox]").first.check()
+    assert _page_errors(watch) == []
+
+    text = _generate(page, "IC Light model")
+    entries = _infotext_entries(text)
+    assert list(entries) == IC_KEYS, f"IC Light entries missing from the infotext: {text}"
+    assert entries["IC Light"] == "True"
+    for name, value in CHANGED.items():
+        assert entries[SPECS_BY_NAME[name].infotext_key] == str(value), name
+    assert entries[SPECS_BY_NAME["detail_transfer"].infotext_key] == "True"
+    gallery = page.locator("#txt2img_gallery img")
+    assert gallery.count() >= 2, "the relit image and the cut-out should both be in the gallery"
+    page.screenshot(path=str(shots / "live-txt2img-generated.png"), full_page=False)
+
+    # A fresh page has every default; the paste must restore all of the generation's values.
+    page.reload(wait_until="domcontentloaded")
+    page.locator("#iclight_txt2img_enable-visible-checkbox").wait_for(state="attached", timeout=PAGE_LOAD_MS)
+    fresh = PanelPage(page, "txt2img")
+    assert _panel_values(fresh) != entries
+    page.locator("#txt2img_prompt textarea").fill(text)
+    page.locator("#txt2img_tools #paste").click()
+    page.locator("#iclight_txt2img_model_type").wait_for(state="visible", timeout=fresh.timeout_ms)
+    for _ in range(100):
+        restored = _panel_values(fresh)
+        if restored == {key: entries[key] for key in restored}:
+            break
+        page.wait_for_timeout(200)
+    assert len(restored) >= len(entries) - 1 and restored == {key: entries[key] for key in restored}
+    page.locator("#iclight_txt2img_enable").screenshot(path=str(shots / "live-txt2img-pasted.png"))
+    assert _messages(watch) <= webui_own_errors, watch.errors
