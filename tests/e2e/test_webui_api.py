@@ -43,11 +43,13 @@ def test_models_route(webui: WebUI) -> None:
     response = webui.get("/ic-light/v1/models")
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"models", "rembg_models"}
+    assert set(body) == {"models", "rembg_models", "unreadable"}
     assert body["models"], "no IC-Light model installed on the server"
     for model in body["models"]:
         assert set(model) == {"name", "kind", "in_channels"}  # never a path
         assert (model["kind"], model["in_channels"]) in {("fc", 8), ("fbc", 12)}
+    for entry in body["unreadable"]:
+        assert set(entry) == {"name", "reason"} and "/" not in entry["name"]
     assert "u2net_human_seg" in body["rembg_models"]
 
 
