@@ -12,10 +12,16 @@ into them then. IC-Light is installed the way those WebUIs expect an extension t
 * set a ``model_function_wrapper`` on the clone that puts the conditioning latent into
   ``c["c_concat"]``; the model's ``apply_model`` then concatenates it after the noisy latent.
 
+After the generation the clone stays loaded (setting "keep merged", the default), as these
+WebUIs leave a LoRA merged: the next IC-Light generation reuses it and the WebUI merges
+nothing, while a plain generation loads the base patcher and the WebUI's unpatch restores
+the original weights (:class:`CloneKeeper`).
+
 Kept here: the patch dicts (built once per :class:`~lib_iclight.weights.ICOffsets`), the
 concat wrapper, the checks that the loaded model is an SD1.5 UNet with 4 input channels, a
-probe for how a WebUI's merge function treats a wider diff, and the per-generation record
-of the clones made, so repeated installs (batch count, hires pass) reuse one clone.
+probe for how a WebUI's merge function treats a wider diff, the per-generation record of
+the clones made, so repeated installs (batch count, hires pass) reuse one clone, the clone
+kept between generations, and what the UNet holds for the status route.
 """
 
 from __future__ import annotations
