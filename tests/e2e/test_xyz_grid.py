@@ -20,29 +20,54 @@ XYZ = "x/y/z plot"
 PRESETS = ("left", "right")
 
 
-def axis_index(webui: WebUI, label: str, is_img2img: bool) -> int:
-    """The index of an axis in the plot's "X type" dropdown (the API takes the index),
-    read from /sdapi/v1/script-info so that other extensions' axes do not shift it."""
+def plot_script(webui: WebUI, is_img2img: bool) -> dict[str, Any]:
+    """The plot's entry in /sdapi/v1/script-info: its args (label, default) in API order."""
     response = webui.get("/sdapi/v1/script-info")
     assert response.status_code == 200, response.text
     script = next((s for s in response.json() if s["name"] == XYZ and s["is_img2img"] == is_img2img), None)
     assert script is not None, "the X/Y/Z plot script is missing"
-    x_type = next(arg for arg in script["args"] if arg["label"] == "X type")
+    return script
+
+
+def axis_index(webui: WebUI, label: str, is_img2img: bool) -> int:
+    """The index of an axis in the plot's "X type" dropdown (the API takes the index),
+    read from /sdapi/v1/script-info so that other extensions' axes do not shift it."""
+    x_type = next(arg for arg in plot_script(webui, is_img2img)["args"] if arg["label"] == "X type")
     choices = [c[0] if isinstance(c, list) else c for c in x_type["choices"]]
     assert label in choices, f"{label!r} is not among the plot's axes: IC Light did not register it"
     return choices.index(label)
 
 
-def xyz_args(x_type: int, x_values: str, y_type: int, y_values: str) -> list[Any]:
-    """The plot's 18 positional args: values typed as text (csv mode on), sub images kept."""
-    return [x_type, x_values, [], y_type, y_values, [], 0, "", [],
-            True,   # draw_legend
-            True,   # include_lone_images: the cells come back after the grid
-            False,  # include_sub_grids
-            False,  # no_fixed_seeds
-            False, False, False,  # vary seeds x/y/z
-            0,      # margin_size
-            True]   # csv_mode
+_SET_BY_LABEL = {
+    "Draw legend": True,
+    "Include Sub Images": True,  # the cells come back after the grid
+    "Include Sub Grids": False,
+    "Keep -1 for seeds": False,
+    "Vary seeds for X": False, "Vary seeds for Y": False, "Vary seeds for Z": False,
+    "Use text inputs instead of dropdowns": True,  # values typed as text
+    "Grid margins (px)": 0,
+}
+
+
+def xyz_args(webui: WebUI, x_type: int, x_values: str, y_type: int, y_values: str) -> list[Any]:
+    """The plot's positional args, built by label from /sdapi/v1/script-info: A1111 has 18,
+    reForge more (draw individual labels, skip grid, items per grid), in its own order.
+    Anything not set here keeps the WebUI's default."""
+    axes = {"X": (x_type, x_values), "Y": (y_type, y_values), "Z": (0, "")}
+    args: list[Any] = []
+    seen: dict[str, int] = {}
+    for arg in plot_script(webui, is_img2img=True)["args"]:
+        label = arg["label"]
+        count = seen[label] = seen.get(label, 0) + 1
+        value = arg.get("value")
+        if label.endswith(" type") and label[0] in axes:
+            value = axes[label[0]][0]
+        elif label.endswith(" values") and label[0] in axes:
+            value = axes[label[0]][1] if count == 1 else []  # the textbox, then the dropdown
+        elif label in _SET_BY_LABEL:
+            value = _SET_BY_LABEL[label]
+        args.append(value)
+    return args
 
 
 def img2img_payload(webui: WebUI, ic_args: dict[str, Any], xyz: list[Any] | None = None) -> dict[str, Any]:
@@ -65,7 +90,7 @@ def test_models_by_presets_grid_equals_each_request_alone(webui: WebUI, fc_model
     x = axis_index(webui, "IC Light model", is_img2img=True)
     y = axis_index(webui, "IC Light light map", is_img2img=True)
     args = webui.ic_args(input_fg=None, remove_bg=False)  # no light map in the panel: the axis draws it
-    payload = img2img_payload(webui, args, xyz_args(x, ", ".join(fc_models), y, ", ".join(PRESETS)))
+    payload = img2img_payload(webui, args, xyz_args(webui, x, ", ".join(fc_models), y, ", ".join(PRESETS)))
     response = webui.post("img2img", payload)
     images = images_of(response)
     assert len(images) == 1 + 4, f"expected the grid and 4 cells, got {len(images)} images"
@@ -87,7 +112,7 @@ def test_models_by_presets_grid_equals_each_request_alone(webui: WebUI, fc_model
 
 def test_an_ic_light_axis_with_ic_light_off_is_refused(webui: WebUI, fc_models: list[str]) -> None:
     x = axis_index(webui, "IC Light model", is_img2img=True)
-    payload = img2img_payload(webui, webui.ic_args(enable=False), xyz_args(x, fc_models[0], 0, ""))
+    payload = img2img_payload(webui, webui.ic_args(enable=False), xyz_args(webui, x, fc_models[0], 0, ""))
     response = webui.post("img2img", payload)
     assert response.status_code == 422, response.text[:2000]
     assert "enable: the X/Y/Z plot sets IC Light model" in response.text
