@@ -83,7 +83,9 @@ def webui_page(chromium: Any, webui: WebUI) -> Iterator[tuple[Any, ConsoleWatch]
 
 
 def _tab(page: Any, name: str) -> None:
-    page.locator("#tabs > .tab-nav button").filter(has_text=re.compile(rf"^\s*{name}\s*$")).first.click()
+    # Forge 2 labels its tabs "Txt2img" / "Img2img": match the name in any case.
+    pattern = re.compile(rf"^\s*{name}\s*$", re.IGNORECASE)
+    page.locator("#tabs > .tab-nav button").filter(has_text=pattern).first.click()
     page.locator(f"#tab_{name}").wait_for(state="visible")
 
 
