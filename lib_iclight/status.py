@@ -97,7 +97,7 @@ class ConvInWatch:
         with self._lock:
             held = self._last is not None
             self._last = None
-        if held and self.ledger.snapshot().holds is not None:
+        if held:
             self.ledger.restored()
 
 

@@ -335,7 +335,7 @@ class ICLightController:
     def status(self, sd_model: Any) -> dict[str, Any]:
         """The body of ``GET /ic-light/v1/status``: the WebUI family and adapter, what the
         UNet holds and the merges / restores since start, and what each cache holds."""
-        unet: dict[str, Any] = {"holds": None, "merges": 0, "restores": 0}
+        unet: dict[str, Any]
         if sd_model is not None:
             try:
                 unet = self.backend.unet_status(sd_model)

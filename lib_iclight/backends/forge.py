@@ -28,7 +28,6 @@ from typing import Any
 import torch
 
 from .. import images
-from ..status import ConvInWatch, MergeLedger
 from ..weights import ICModelInfo, ICOffsets, load_offsets
 from . import forge_common as common
 
@@ -56,16 +55,11 @@ def _check_patcher_api(unet: Any) -> None:
         raise RuntimeError("IC Light: this Forge build is too old (add_patches takes no filename); please update Forge")
 
 
-class ForgeBackend:
+class ForgeBackend(common.KeptMergeBackend):
     """The adapter for Forge 2 (lllyasviel/stable-diffusion-webui-forge, ``backend``)."""
 
     name = "forge"
     family = "forge"
-
-    def __init__(self) -> None:
-        self.ledger = MergeLedger()
-        self.watch = ConvInWatch(self.ledger)
-        self.keeper = common.CloneKeeper()
 
     def check_model(self, p: Any) -> None:
         common.check_sd15(p.sd_model)
@@ -120,11 +114,7 @@ class ForgeBackend:
         and merged, as Forge keeps a LoRA: the next IC-Light generation reuses it, and the
         next plain one has Forge restore the weights when it loads the base patcher.
         Without it, the weights are restored now (as that next load would)."""
-        entries = common.release_clones(p)
-        if keep_merged:
-            return
-        kept = self.keeper.drop()
-        for entry in [*entries, *([kept] if kept is not None else [])]:
+        for entry in self.clones_to_restore(p, keep_merged):
             loader = getattr(entry.clone.model, "lora_loader", None)
             try:
                 if loader is not None and entry.patches.identifier in str(getattr(loader, "loaded_hash", "")):
@@ -132,15 +122,5 @@ class ForgeBackend:
             except Exception:  # noqa: BLE001 - the next sampling call restores them anyway
                 logger.warning("IC Light: could not restore the UNet weights now; Forge restores them "
                                "before the next generation", exc_info=True)
-        self.observe(p)
-
-    def observe(self, p: Any) -> None:
-        """Look at the UNet now: count a restore Forge made, drop a clone of an unloaded model."""
-        common.observe_unet(p.sd_model, self.keeper, self.watch)
-
-    def unet_status(self, sd_model: Any) -> dict[str, Any]:
-        return common.unet_status(sd_model, self.keeper, self.watch)
-
-    def release_kept(self) -> None:
-        """Forget the kept clone (the WebUI restores the weights at its next load)."""
-        self.keeper.drop()
+        if not keep_merged:
+            self.observe(p)

@@ -38,7 +38,6 @@ from typing import Any, Callable
 import torch
 
 from .. import images
-from ..status import ConvInWatch, MergeLedger
 from ..weights import ICModelInfo, ICOffsets, load_offsets
 from . import forge_common as common
 
@@ -191,17 +190,15 @@ def _is_loaded(patcher: Any) -> bool:
     return any(getattr(entry, "model", None) is patcher for entry in loaded)
 
 
-class ForgeClassicBackend:
+class ForgeClassicBackend(common.KeptMergeBackend):
     """The adapter for Forge Classic (Haoming02) and reForge (Panchovix)."""
 
     family = "forge-classic"
 
     def __init__(self, name: str | None = None) -> None:
+        super().__init__()
         self.name = name or _webui_flavour()
         self._shims: list[MergeSite] = []
-        self.ledger = MergeLedger()
-        self.watch = ConvInWatch(self.ledger)
-        self.keeper = common.CloneKeeper()
 
     def check_model(self, p: Any) -> None:
         common.check_sd15(p.sd_model)
@@ -256,14 +253,15 @@ class ForgeClassicBackend:
         self._ensure_shim(entry.clone, entry.patches)
 
     @staticmethod
-    def _style(base: Any) -> common.PatchStyle:
-        """The patch style this WebUI's merge pads in; "diff" (with the shim) if none."""
-        site = merge_site(base)
-        return common.padding_style(_probe_callable(site, base), site.original) or "diff"
+    def _padding(patcher: Any) -> tuple[MergeSite, common.PatchStyle | None]:
+        """Where ``patcher``'s merges go, and the patch style that merge pads in (None: it
+        pads in neither, and IC-Light's conv_in diff needs the shim)."""
+        site = merge_site(patcher)
+        return site, common.padding_style(_probe_callable(site, patcher), site.original)
 
     def _make_clone(self, base: Any, offsets: ICOffsets, concat: torch.Tensor) -> common.InstalledClone:
         common.check_offset_shapes(base.model, offsets)
-        patches = common.patch_set(offsets, self._style(base))
+        patches = common.patch_set(offsets, self._padding(base)[1] or "diff")
         clone = base.clone()
         queued = clone.patches.get(patches.conv_in_key, [])
         if not any(len(e) > 1 and e[1] is patches.conv_in_value for e in queued):
@@ -272,8 +270,8 @@ class ForgeClassicBackend:
 
     def _ensure_shim(self, patcher: Any, patches: common.PatchSet) -> None:
         """On a build whose merge does not pad, make it pad IC-Light's own conv_in diff (only that)."""
-        site = merge_site(patcher)
-        if common.padding_style(_probe_callable(site, patcher), site.original) is not None:
+        site, style = self._padding(patcher)
+        if style is not None:
             return
         install_shim(site, patches.conv_in_value[0])
         if site not in self._shims:
@@ -290,12 +288,11 @@ class ForgeClassicBackend:
         later merge of that clone needs): the next IC-Light generation reuses it, and the
         next plain one has the WebUI unpatch it when it loads the base patcher. Without it,
         the loaded clone is unpatched now and the shim removed."""
-        entries = common.release_clones(p)
+        restore = self.clones_to_restore(p, keep_merged)
         if keep_merged:
             return
-        kept = self.keeper.drop()
         try:
-            for entry in [*entries, *([kept] if kept is not None else [])]:
+            for entry in restore:
                 # Only the loaded clone: newer builds share the backup dict between clones,
                 # so unpatching one that is not loaded would undo another patcher's merge.
                 if _is_loaded(entry.clone) and getattr(entry.clone, "backup", None):
@@ -311,15 +308,12 @@ class ForgeClassicBackend:
     def observe(self, p: Any) -> None:
         """Look at the UNet now: count a restore the WebUI made, drop a clone of an unloaded
         model (and the shim, which only that clone's merges needed)."""
-        common.observe_unet(p.sd_model, self.keeper, self.watch)
+        super().observe(p)
         if self.keeper.current() is None and self._shims and common.state_of(p, create=False) is None:
             self._remove_shims()
-
-    def unet_status(self, sd_model: Any) -> dict[str, Any]:
-        return common.unet_status(sd_model, self.keeper, self.watch)
 
     def release_kept(self) -> None:
         """Forget the kept clone (the WebUI restores the weights at its next load) and take
         the calculate_weight shim off, which only that clone's merges needed."""
-        self.keeper.drop()
+        super().release_kept()
         self._remove_shims()

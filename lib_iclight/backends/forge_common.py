@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterator, Literal
 import torch
 
 from ..errors import ICLightError
-from ..status import ConvInWatch, conv_in_weight
+from ..status import ConvInWatch, MergeLedger, conv_in_weight
 from ..unet_patch import concat_to_batch, tensor_version
 from ..weights import ICOffsets
 
@@ -590,18 +590,43 @@ def _loaded_unet_model(sd_model: Any) -> Any:
     return getattr(unet, "model", None)
 
 
-def observe_unet(sd_model: Any, keeper: CloneKeeper, watch: ConvInWatch) -> None:
-    """Run at every generation's hooks (IC-Light or not) and by the status route: drop a
-    kept clone whose model is no longer the loaded one, and let the ledger see a restore."""
-    model = _loaded_unet_model(sd_model)
-    if model is None:
-        return
-    keeper.drop_unless_model(model)
-    watch.saw_unet(conv_in_weight(getattr(model, "diffusion_model", None)))
+class KeptMergeBackend:
+    """What the Forge 2 and the Forge Classic / reForge adapters share after sampling: the
+    merge ledger, the watch on conv_in that feeds it, and the clone kept between generations."""
 
+    def __init__(self) -> None:
+        self.ledger = MergeLedger()
+        self.watch = ConvInWatch(self.ledger)
+        self.keeper = CloneKeeper()
 
-def unet_status(sd_model: Any, keeper: CloneKeeper, watch: ConvInWatch) -> dict[str, Any]:
-    """``holds``/``merges``/``restores`` from the ledger and the kept clone's model name."""
-    observe_unet(sd_model, keeper, watch)
-    kept = keeper.current()
-    return {**watch.ledger.snapshot().as_dict(), "kept_clone": None if kept is None else kept.offsets.info.name}
+    def clones_to_restore(self, p: Any, keep_merged: bool) -> list[InstalledClone]:
+        """Put the base patcher back (see :func:`release_clones`). With ``keep_merged`` the
+        clones stay as they are and nothing is to be restored; without it, this generation's
+        clones and the kept one are, and the keeper forgets it."""
+        entries = release_clones(p)
+        if keep_merged:
+            return []
+        kept = self.keeper.drop()
+        return [*entries, *([kept] if kept is not None else [])]
+
+    def observe(self, p: Any) -> None:
+        """Run at every generation's hooks (IC-Light or not): drop a kept clone whose model is
+        no longer the loaded one (a checkpoint switch), and let the ledger see a restore."""
+        self._observe(p.sd_model)
+
+    def _observe(self, sd_model: Any) -> None:
+        model = _loaded_unet_model(sd_model)
+        if model is None:
+            return
+        self.keeper.drop_unless_model(model)
+        self.watch.saw_unet(conv_in_weight(getattr(model, "diffusion_model", None)))
+
+    def unet_status(self, sd_model: Any) -> dict[str, Any]:
+        """``holds``/``merges``/``restores`` from the ledger and the kept clone's model name."""
+        self._observe(sd_model)
+        kept = self.keeper.current()
+        return {**self.ledger.snapshot().as_dict(), "kept_clone": None if kept is None else kept.offsets.info.name}
+
+    def release_kept(self) -> None:
+        """Forget the kept clone (the WebUI restores the weights at its next load)."""
+        self.keeper.drop()

@@ -12,6 +12,7 @@ its rembg models; the error check asks for a rembg model that does not exist.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import Any, Iterator
@@ -68,18 +69,27 @@ def subject_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def open_webui(chromium: Any, url: str) -> Iterator[tuple[Any, ConsoleWatch]]:
+    """The WebUI's page in a fresh browser context, once its UI is up, with its console watched."""
+    context = chromium.new_context(viewport={"width": 1400, "height": 1100})
+    try:
+        page = context.new_page()
+        watch = ConsoleWatch(url)
+        watch.attach(page)
+        keep_local(page, url)
+        page.goto(url + "/", wait_until="domcontentloaded", timeout=PAGE_LOAD_MS)
+        # The WebUI's own script adds a visible checkbox to every InputAccordion once the UI is up.
+        page.locator("#iclight_txt2img_enable-visible-checkbox").wait_for(state="attached", timeout=PAGE_LOAD_MS)
+        yield page, watch
+    finally:
+        context.close()
+
+
 @pytest.fixture
 def webui_page(chromium: Any, webui: WebUI) -> Iterator[tuple[Any, ConsoleWatch]]:
-    context = chromium.new_context(viewport={"width": 1400, "height": 1100})
-    page = context.new_page()
-    watch = ConsoleWatch(webui.url)
-    watch.attach(page)
-    keep_local(page, webui.url)
-    page.goto(webui.url + "/", wait_until="domcontentloaded", timeout=PAGE_LOAD_MS)
-    # The WebUI's own script adds a visible checkbox to every InputAccordion once the UI is up.
-    page.locator("#iclight_txt2img_enable-visible-checkbox").wait_for(state="attached", timeout=PAGE_LOAD_MS)
-    yield page, watch
-    context.close()
+    with open_webui(chromium, webui.url) as opened:
+        yield opened
 
 
 def _tab(page: Any, name: str) -> None:
@@ -227,15 +237,8 @@ def webui_own_errors(chromium: Any, webui: WebUI) -> set[str]:
     """The page errors the WebUI raises by itself for the same clicks with IC Light left
     alone (A1111 1.10.1 raises "Cannot read properties of undefined (reading 'props')"
     from Gradio's Blocks script when its size sliders change): not the panel's to answer for."""
-    context = chromium.new_context(viewport={"width": 1400, "height": 1100})
-    page = context.new_page()
-    watch = ConsoleWatch(webui.url)
-    watch.attach(page)
-    keep_local(page, webui.url)
-    page.goto(webui.url + "/", wait_until="domcontentloaded", timeout=PAGE_LOAD_MS)
-    page.locator("#iclight_txt2img_enable-visible-checkbox").wait_for(state="attached", timeout=PAGE_LOAD_MS)
-    _generate(page, "Steps")
-    context.close()
+    with open_webui(chromium, webui.url) as (page, watch):
+        _generate(page, "Steps")
     if watch.errors:
         print(f"\nthe WebUI's own page errors, without IC Light: {sorted(_messages(watch))}")
     return _messages(watch)
