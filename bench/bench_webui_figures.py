@@ -22,6 +22,12 @@ caused are printed beside its time. Output is one line per request, then a summa
 
 Run: python bench/bench_webui_figures.py --url http://127.0.0.1:7862 --server-pid PID
          [--size 64] [--steps 2] [--runs 4] [--soak 20] [--lora randlora_unet]
+
+Start the server the way ``webui.sh`` does on Linux, with tcmalloc preloaded
+(``LD_PRELOAD=/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4``, Debian's
+``libtcmalloc-minimal4``); the first line printed names the malloc the server runs on. Under
+glibc's malloc small CPU figures swing by 20-30 % with the heap's history, plain requests
+included (see :func:`allocator`).
 """
 
 from __future__ import annotations
@@ -43,6 +49,23 @@ def get(url: str, path: str) -> dict[str, Any]:
     request = urllib.request.Request(f"{url}{path}", headers={"Connection": "close"})
     with urllib.request.urlopen(request, timeout=120) as response:
         return json.loads(response.read())
+
+
+def allocator(pid: int | None) -> str:
+    """The malloc the server runs on: tcmalloc or jemalloc when preloaded, else glibc's.
+
+    It matters on CPU: oneDNN reorders each conv weight into a fresh buffer on every UNet
+    call, and glibc's malloc hands back large buffers to the kernel, so each request then
+    page-faults a few GiB in, by amounts that depend on what the heap went through before.
+    ``webui.sh`` preloads tcmalloc on Linux when it is installed."""
+    if pid is None:
+        return "unknown"
+    with open(f"/proc/{pid}/maps") as f:
+        maps = f.read()
+    for name in ("tcmalloc", "jemalloc", "mimalloc"):
+        if f"lib{name}" in maps:
+            return name
+    return "glibc"
 
 
 def memory(pid: int | None) -> tuple[float, float]:
@@ -136,7 +159,7 @@ def main() -> None:
     phases = opts.phases.split(",")
     status = get(runner.url, "/ic-light/v1/status")
     print(f"{runner.url}: {status['webui']} ({status['backend']}), keep_merged {status['keep_merged']}, "
-          f"{opts.size}x{opts.size}, {opts.steps} steps, DPM++ 2M Karras")
+          f"{opts.size}x{opts.size}, {opts.steps} steps, DPM++ 2M Karras, malloc {allocator(runner.pid)}")
 
     summary: list[str] = []
     if not opts.no_rembg_warmup:
@@ -164,6 +187,11 @@ def main() -> None:
             f"{median(warm_ic, 'wall') / median(warm_plain, 'wall'):.3f} wall, "
             f"{median(warm_ic, 'cpu') / median(warm_plain, 'cpu'):.3f} CPU; merges by warm IC requests "
             f"{sum(int(r['merges']) for r in warm_ic)}, by the first of each run {[int(ics[0]['merges']), int(ics2[0]['merges'])]}"
+        )
+        before = plain[1:] or plain
+        summary.append(
+            f"back-to-back against the plain phase (before any IC): warm IC {median(warm_ic, 'wall'):.2f} s / "
+            f"plain {median(before, 'wall'):.2f} s = {median(warm_ic, 'wall') / median(before, 'wall'):.3f} wall"
         )
         summary.append(
             f"memory after IC: RSS {ic_rss:.2f} GiB (+{ic_rss - plain_rss:.2f} over plain), peak during IC "

@@ -29,6 +29,7 @@ import torch
 
 from .. import images
 from ..weights import ICModelInfo, ICOffsets, load_offsets
+from . import fast_merge, merge_hooks
 from . import forge_common as common
 
 logger = logging.getLogger("iclight.backends.forge")
@@ -39,10 +40,30 @@ def _posterior_mode(posterior: Any) -> torch.Tensor:
     return posterior.mode()
 
 
+def _merge_site() -> merge_hooks.MergeSite:
+    """Where ``LoraLoader.refresh`` finds its merge: the module function
+    ``backend.patcher.lora.merge_lora_to_weight(patches, weight, key, computation_dtype)``."""
+    return merge_hooks.MergeSite(importlib.import_module("backend.patcher.lora"), False, "merge_lora_to_weight")
+
+
 def _merge_function() -> Any:
-    """Forge 2's ``merge_lora_to_weight(patches, weight, key, computation_dtype)``."""
-    lora = importlib.import_module("backend.patcher.lora")
-    return lora.merge_lora_to_weight
+    """Forge 2's own ``merge_lora_to_weight``, without IC-Light's wrapper."""
+    return _merge_site().original
+
+
+def _make_merge(original: Any, is_method: bool) -> Any:
+    """``merge_lora_to_weight`` that merges IC-Light's own plain offsets in one add
+    (:func:`fast_merge.fresh_sum`: the tensor Forge's code makes) and leaves every other
+    call, the online LoRAs of ``backend.operations`` included, to ``original``."""
+
+    def merge_lora_to_weight(patches: Any, weight: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        diff = fast_merge.own_plain_diff(patches, weight)
+        if diff is not None:
+            dtype = kwargs.get("computation_dtype", args[1] if len(args) > 1 else torch.float32)
+            return fast_merge.fresh_sum(weight, diff, dtype)
+        return original(patches, weight, *args, **kwargs)
+
+    return merge_lora_to_weight
 
 
 def _check_patcher_api(unet: Any) -> None:
@@ -92,6 +113,10 @@ class ForgeBackend(common.KeptMergeBackend):
         unet = common.check_sd15(p.sd_model)
         _check_patcher_api(unet)
         common.install_clone(p, offsets, concat, self._make_clone, self.keeper)
+        # Before Forge loads the clone (and merges), also for a kept clone merged again.
+        site = _merge_site()
+        merge_hooks.install(site, _make_merge)
+        self.hooked(site)
 
     def _make_clone(self, base: Any, offsets: ICOffsets, concat: torch.Tensor) -> common.InstalledClone:
         merge = _merge_function()
@@ -123,4 +148,5 @@ class ForgeBackend(common.KeptMergeBackend):
                 logger.warning("IC Light: could not restore the UNet weights now; Forge restores them "
                                "before the next generation", exc_info=True)
         if not keep_merged:
+            self.unhook_merges()
             self.observe(p)

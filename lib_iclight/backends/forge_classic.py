@@ -25,55 +25,31 @@ Where things are in this family:
 
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.util
 import logging
 import sys
-import threading
 import weakref
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
 from .. import images
 from ..weights import ICModelInfo, ICOffsets, load_offsets
+from . import fast_merge, merge_hooks
 from . import forge_common as common
+from .merge_hooks import MergeSite
 
 logger = logging.getLogger("iclight.backends.forge_classic")
 
-_SHIM_FLAG = "__iclight_shim__"
-
-
 # --------------------------------------------------------------------------------------
-# Where the merge happens, and the shim for builds that cannot pad.
-
-
-@dataclass(frozen=True)
-class MergeSite:
-    """The ``calculate_weight`` a patcher's merges go through.
-
-    ``owner`` is the module (``ldm_patched.modules.lora``, reForge) or the class in the
-    patcher's MRO that defines the method (Forge Classic, older builds); ``is_method``
-    says which, i.e. whether the function takes ``self`` first.
-    """
-
-    owner: Any
-    is_method: bool
-
-    @property
-    def current(self) -> Callable:
-        return self.owner.__dict__["calculate_weight"] if self.is_method else self.owner.calculate_weight
-
-    @property
-    def original(self) -> Callable:
-        fn = self.current
-        return fn.__wrapped__ if getattr(fn, _SHIM_FLAG, False) else fn
+# Where the merge happens, and the shim around it.
 
 
 def merge_site(patcher: Any) -> MergeSite:
-    """Find the ``calculate_weight`` that ``patcher``'s loading calls."""
+    """Find the ``calculate_weight`` that ``patcher``'s loading calls: reForge's module
+    function ``ldm_patched.modules.lora.calculate_weight``, else the method of the class in
+    the patcher's MRO that defines it (Forge Classic, older builds)."""
     try:
         lora = importlib.import_module("ldm_patched.modules.lora")
     except Exception:  # noqa: BLE001 - not every build has it
@@ -93,9 +69,9 @@ def _probe_callable(site: MergeSite, patcher: Any) -> Callable[[list, torch.Tens
     return original
 
 
-# Conv_in diffs of installed IC-Light models, by id; only these are padded by the shim.
-_ours: "weakref.WeakValueDictionary[int, torch.Tensor]" = weakref.WeakValueDictionary()
-_shim_lock = threading.Lock()
+# Conv_in diffs of installed IC-Light models that this build cannot pad, by id; only these
+# are padded by the shim.
+_to_pad: "weakref.WeakValueDictionary[int, torch.Tensor]" = weakref.WeakValueDictionary()
 
 
 def _pad_for_ours(patches: Any, weight: torch.Tensor) -> torch.Tensor:
@@ -105,7 +81,7 @@ def _pad_for_ours(patches: Any, weight: torch.Tensor) -> torch.Tensor:
         if not (isinstance(value, tuple) and len(value) == 1 and isinstance(value[0], torch.Tensor)):
             continue
         diff = value[0]
-        if _ours.get(id(diff)) is not diff or diff.ndim != 4 or weight.ndim != 4 or diff.shape == weight.shape:
+        if _to_pad.get(id(diff)) is not diff or diff.ndim != 4 or weight.ndim != 4 or diff.shape == weight.shape:
             continue
         shape = [max(a, b) for a, b in zip(weight.shape, diff.shape)]
         padded = weight.new_zeros(shape)
@@ -115,44 +91,36 @@ def _pad_for_ours(patches: Any, weight: torch.Tensor) -> torch.Tensor:
 
 
 def _make_shim(original: Callable, is_method: bool) -> Callable:
+    """``calculate_weight`` that adds IC-Light's own plain offsets in one in-place add
+    (:func:`fast_merge.add_in_place`: the sum the WebUI's code makes), pads the weight for
+    a conv_in diff this build cannot pad, and leaves everything else to ``original``."""
     if is_method:
         def calculate_weight(self: Any, patches: Any, weight: torch.Tensor, key: str, *args: Any, **kwargs: Any) -> Any:
+            diff = fast_merge.own_plain_diff(patches, weight)
+            if diff is not None:
+                return fast_merge.add_in_place(weight, diff)
             return original(self, patches, _pad_for_ours(patches, weight), key, *args, **kwargs)
     else:
         def calculate_weight(patches: Any, weight: torch.Tensor, key: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+            diff = fast_merge.own_plain_diff(patches, weight)
+            if diff is not None:
+                return fast_merge.add_in_place(weight, diff)
             return original(patches, _pad_for_ours(patches, weight), key, *args, **kwargs)
-    functools.update_wrapper(calculate_weight, original)  # sets __wrapped__ = original
-    setattr(calculate_weight, _SHIM_FLAG, True)
     return calculate_weight
 
 
-def install_shim(site: MergeSite, conv_in_diff: torch.Tensor) -> None:
-    """Make ``site``'s calculate_weight pad for ``conv_in_diff``. Idempotent."""
-    with _shim_lock:
-        _ours[id(conv_in_diff)] = conv_in_diff
-        current = site.current
-        if getattr(current, _SHIM_FLAG, False):
-            return
-        setattr(site.owner, "calculate_weight", _make_shim(current, site.is_method))
-    logger.info("IC Light: this WebUI does not pad a wider conv_in diff; padding it while IC-Light is in use")
+def install_shim(site: MergeSite, conv_in_diff: torch.Tensor | None = None) -> None:
+    """Wrap ``site``'s calculate_weight with the shim (idempotent); with ``conv_in_diff``,
+    the shim also pads the weight for that diff, which this build cannot do itself."""
+    if conv_in_diff is not None:
+        _to_pad[id(conv_in_diff)] = conv_in_diff
+    if merge_hooks.install(site, _make_shim) and conv_in_diff is not None:
+        logger.info("IC Light: this WebUI does not pad a wider conv_in diff; padding it while IC-Light is in use")
 
 
 def remove_shim(site: MergeSite) -> None:
     """Put the original calculate_weight back, if the shim is still the one installed."""
-    with _shim_lock:
-        current = site.current
-        if getattr(current, _SHIM_FLAG, False):
-            setattr(site.owner, "calculate_weight", current.__wrapped__)
-        elif any(getattr(f, _SHIM_FLAG, False) for f in _wrapped_chain(current)):
-            logger.warning("IC Light: calculate_weight was wrapped again by someone else; leaving the chain as it is")
-
-
-def _wrapped_chain(fn: Callable) -> list[Callable]:
-    chain = []
-    while hasattr(fn, "__wrapped__") and len(chain) < 16:
-        fn = fn.__wrapped__
-        chain.append(fn)
-    return chain
+    merge_hooks.remove(site)
 
 
 # --------------------------------------------------------------------------------------
@@ -198,7 +166,6 @@ class ForgeClassicBackend(common.KeptMergeBackend):
     def __init__(self, name: str | None = None) -> None:
         super().__init__()
         self.name = name or _webui_flavour()
-        self._shims: list[MergeSite] = []
 
     def check_model(self, p: Any) -> None:
         common.check_sd15(p.sd_model)
@@ -269,18 +236,11 @@ class ForgeClassicBackend(common.KeptMergeBackend):
         return common.attach_concat(base, clone, offsets, patches, concat, self.watch)
 
     def _ensure_shim(self, patcher: Any, patches: common.PatchSet) -> None:
-        """On a build whose merge does not pad, make it pad IC-Light's own conv_in diff (only that)."""
+        """Wrap the merge ``patcher`` goes through: IC-Light's own offsets in one add, and
+        on a build whose merge does not pad, IC-Light's conv_in diff padded (only that)."""
         site, style = self._padding(patcher)
-        if style is not None:
-            return
-        install_shim(site, patches.conv_in_value[0])
-        if site not in self._shims:
-            self._shims.append(site)
-
-    def _remove_shims(self) -> None:
-        for site in self._shims:
-            remove_shim(site)
-        self._shims.clear()
+        install_shim(site, patches.conv_in_value[0] if style is None else None)
+        self.hooked(site)
 
     def cleanup(self, p: Any, keep_merged: bool = True) -> None:
         """Put the base patcher back. With ``keep_merged`` the IC-Light clone stays loaded
@@ -302,18 +262,5 @@ class ForgeClassicBackend(common.KeptMergeBackend):
                         logger.warning("IC Light: could not restore the UNet weights now; the WebUI restores "
                                        "them when it loads the next model", exc_info=True)
         finally:
-            self._remove_shims()
+            self.unhook_merges()
             self.observe(p)
-
-    def observe(self, p: Any) -> None:
-        """Look at the UNet now: count a restore the WebUI made, drop a clone of an unloaded
-        model (and the shim, which only that clone's merges needed)."""
-        super().observe(p)
-        if self.keeper.current() is None and self._shims and common.state_of(p, create=False) is None:
-            self._remove_shims()
-
-    def release_kept(self) -> None:
-        """Forget the kept clone (the WebUI restores the weights at its next load) and take
-        the calculate_weight shim off, which only that clone's merges needed."""
-        super().release_kept()
-        self._remove_shims()

@@ -41,6 +41,7 @@ from ..errors import ICLightError
 from ..status import ConvInWatch, MergeLedger, conv_in_weight
 from ..unet_patch import concat_to_batch, tensor_version
 from ..weights import ICOffsets
+from . import fast_merge, merge_hooks
 
 logger = logging.getLogger("iclight.backends.forge_common")
 
@@ -124,6 +125,7 @@ def patch_set(offsets: ICOffsets, style: PatchStyle) -> PatchSet:
         if PREFIX + CONV_IN_KEY not in patches:
             raise ICLightError("model_type", f"{offsets.info.name} has no conv_in offset")
         built = PatchSet(identifier, style, patches, patches[PREFIX + CONV_IN_KEY])
+        fast_merge.register(offsets.tensors.values())
         by_style[style] = built
         return built
 
@@ -598,6 +600,18 @@ class KeptMergeBackend:
         self.ledger = MergeLedger()
         self.watch = ConvInWatch(self.ledger)
         self.keeper = CloneKeeper()
+        self._hooked: list[merge_hooks.MergeSite] = []
+
+    def hooked(self, site: merge_hooks.MergeSite) -> None:
+        """Remember a merge function wrapped for IC-Light, to unwrap it when no IC-Light
+        clone is left whose merges need it."""
+        if site not in self._hooked:
+            self._hooked.append(site)
+
+    def unhook_merges(self) -> None:
+        for site in self._hooked:
+            merge_hooks.remove(site)
+        self._hooked.clear()
 
     def clones_to_restore(self, p: Any, keep_merged: bool) -> list[InstalledClone]:
         """Put the base patcher back (see :func:`release_clones`). With ``keep_merged`` the
@@ -611,8 +625,11 @@ class KeptMergeBackend:
 
     def observe(self, p: Any) -> None:
         """Run at every generation's hooks (IC-Light or not): drop a kept clone whose model is
-        no longer the loaded one (a checkpoint switch), and let the ledger see a restore."""
+        no longer the loaded one (a checkpoint switch), and let the ledger see a restore.
+        With no IC-Light clone left, the wrapped merge function is put back."""
         self._observe(p.sd_model)
+        if self.keeper.current() is None and self._hooked and state_of(p, create=False) is None:
+            self.unhook_merges()
 
     def _observe(self, sd_model: Any) -> None:
         model = _loaded_unet_model(sd_model)
@@ -628,5 +645,7 @@ class KeptMergeBackend:
         return {**self.ledger.snapshot().as_dict(), "kept_clone": None if kept is None else kept.offsets.info.name}
 
     def release_kept(self) -> None:
-        """Forget the kept clone (the WebUI restores the weights at its next load)."""
+        """Forget the kept clone (the WebUI restores the weights at its next load) and put
+        back the merge function, which only that clone's merges needed wrapped."""
         self.keeper.drop()
+        self.unhook_merges()

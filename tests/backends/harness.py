@@ -195,19 +195,29 @@ def reference_sample(make_p: Callable[[torch.nn.Module], Any], unet: torch.nn.Mo
 
 
 def count_forge_merges(monkeypatch: Any) -> list[str]:
-    """The keys Forge 2's ``merge_lora_to_weight`` merges from now on (the adapter's probe
-    calls left out): what the LoraLoader really merged, counted apart from the ledger."""
+    """The weights Forge 2's ``merge_lora_to_weight`` merges from now on (the adapter's probe
+    calls left out): what the LoraLoader really merged, counted apart from the ledger. The
+    adapter's wrapper (installed later, so outside this count) adds IC-Light's own offsets
+    through ``fast_merge.fresh_sum``: those are counted there, as "fast:<shape>"."""
     import backend.patcher.lora as lora
+
+    from lib_iclight.backends import fast_merge
 
     calls: list[str] = []
     original = lora.merge_lora_to_weight
+    original_fast = fast_merge.fresh_sum
 
     def counting(patches, weight, key="online_lora", computation_dtype=torch.float32):
         if key != "iclight-probe":
             calls.append(key)
         return original(patches, weight, key, computation_dtype)
 
+    def counting_fast(weight, diff, computation_dtype):
+        calls.append(f"fast:{tuple(weight.shape)}")
+        return original_fast(weight, diff, computation_dtype)
+
     monkeypatch.setattr(lora, "merge_lora_to_weight", counting)
+    monkeypatch.setattr(fast_merge, "fresh_sum", counting_fast)
     return calls
 
 
