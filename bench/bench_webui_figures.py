@@ -194,8 +194,8 @@ def main() -> None:
             f"plain {median(before, 'wall'):.2f} s = {median(warm_ic, 'wall') / median(before, 'wall'):.3f} wall"
         )
         summary.append(
-            f"memory after IC: RSS {ic_rss:.2f} GiB (+{ic_rss - plain_rss:.2f} over plain), peak during IC "
-            f"{ic_peak:.2f} GiB (+{ic_peak - plain_rss:.2f} over plain RSS, +{ic_peak - plain_peak:.2f} over plain peak)"
+            f"memory after IC: RSS {ic_rss:.2f} GiB (+{ic_rss - plain_rss:.3f} over plain), peak during IC "
+            f"{ic_peak:.2f} GiB (+{ic_peak - plain_rss:.3f} over plain RSS, +{ic_peak - plain_peak:.3f} over plain peak)"
         )
 
     if "large" in phases:

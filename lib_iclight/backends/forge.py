@@ -12,7 +12,9 @@ Where things are in Forge 2:
   ``LoraLoader.refresh`` merges them when the patcher is loaded for sampling, skips the
   merge while the identifiers are those already merged, and otherwise first restores the
   originals it backed up. ``merge_lora_to_weight`` zero-pads a weight when a 4-D diff is
-  larger: that is how conv_in grows to 8 / 12 input channels.
+  larger: that is how conv_in grows to 8 / 12 input channels. While an IC-Light clone is in
+  use or kept, IC-Light wraps that module function so that its own offsets are added in one
+  add (:mod:`.fast_merge`: the tensor Forge's clone, cast, scale and add would make).
 * The VAE (``backend.patcher.vae.VAE``) encodes BHWC pixels in 0..1 into *unscaled* latents;
   ``first_stage_model.process_in`` applies the scale factor. A ``model_vae_regulation`` in
   the VAE patcher's options picks what to take from the posterior (the mode, here).
@@ -106,7 +108,8 @@ class ForgeBackend(common.KeptMergeBackend):
 
     def load_offsets(self, info: ICModelInfo) -> ICOffsets:
         """Loaded offsets in the file's own dtype, through the shared cache: the patcher
-        holds them while the IC-Light clone lives, and casts each one once per merge."""
+        holds them while the IC-Light clone lives; a merge adds each to the weight as it is
+        (fp16 and bf16 promoted inside the add, fp8 cast once), see :mod:`.fast_merge`."""
         return load_offsets(info)
 
     def install(self, p: Any, offsets: ICOffsets, concat: torch.Tensor) -> None:

@@ -15,9 +15,12 @@ Where things are in this family:
   Forge Classic's ``ModelPatcher.calculate_weight`` pads any larger 4-D diff; reForge's
   ``ldm_patched.modules.lora.calculate_weight`` pads only when the diff carries
   ``{"pad_weight": True}``; older ComfyUI-lineage builds (reForge ``main-old``, and the
-  early-2024 ComfyUI the tests run) pad never and log "WEIGHT NOT MERGED". For those a
-  shim wraps ``calculate_weight`` from ``install`` to ``cleanup`` and pads the weight for
-  IC-Light's own conv_in diff only (:func:`install_shim`, :func:`remove_shim`).
+  early-2024 ComfyUI the tests run) pad never and log "WEIGHT NOT MERGED".
+* While an IC-Light clone is in use or kept, a shim wraps ``calculate_weight``
+  (:func:`install_shim`, :func:`remove_shim`): IC-Light's own offsets are added in one
+  in-place add (:mod:`.fast_merge`, the same sum as the WebUI's four passes), and on the
+  builds that cannot pad, the weight is padded for IC-Light's own conv_in diff. Every other
+  call goes to the WebUI's function as it is.
 * The VAE (``ldm_patched.modules.sd.VAE``) encodes BHWC pixels in 0..1 into unscaled
   latents, sampling the posterior through ``first_stage_model.regularization``;
   ``model.model_config.latent_format.process_in`` applies the scale factor.
@@ -207,7 +210,8 @@ class ForgeClassicBackend(common.KeptMergeBackend):
 
     def load_offsets(self, info: ICModelInfo) -> ICOffsets:
         """Loaded offsets in the file's own dtype, through the shared cache: the patcher
-        holds them while the IC-Light clone lives, and casts each one once per merge."""
+        holds them while the IC-Light clone lives; a merge adds each to the weight as it is
+        (fp16 and bf16 promoted inside the add, fp8 cast once), see :mod:`.fast_merge`."""
         return load_offsets(info)
 
     def install(self, p: Any, offsets: ICOffsets, concat: torch.Tensor) -> None:
