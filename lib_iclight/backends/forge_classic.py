@@ -93,22 +93,25 @@ def _pad_for_ours(patches: Any, weight: torch.Tensor) -> torch.Tensor:
     return weight
 
 
+def _through_shim(patches: Any, weight: torch.Tensor, merge: Callable[[torch.Tensor], Any]) -> Any:
+    """One ``calculate_weight`` call through the shim: IC-Light's own plain offset added in
+    place (:func:`fast_merge.add_in_place`: the sum the WebUI's code makes), else
+    ``merge(weight)``, the WebUI's function, with the weight padded for IC-Light's conv_in
+    diff where this build cannot pad it."""
+    diff = fast_merge.own_plain_diff(patches, weight)
+    if diff is not None:
+        return fast_merge.add_in_place(weight, diff)
+    return merge(_pad_for_ours(patches, weight))
+
+
 def _make_shim(original: Callable, is_method: bool) -> Callable:
-    """``calculate_weight`` that adds IC-Light's own plain offsets in one in-place add
-    (:func:`fast_merge.add_in_place`: the sum the WebUI's code makes), pads the weight for
-    a conv_in diff this build cannot pad, and leaves everything else to ``original``."""
+    """``calculate_weight`` going :func:`_through_shim`, as a method or a module function."""
     if is_method:
         def calculate_weight(self: Any, patches: Any, weight: torch.Tensor, key: str, *args: Any, **kwargs: Any) -> Any:
-            diff = fast_merge.own_plain_diff(patches, weight)
-            if diff is not None:
-                return fast_merge.add_in_place(weight, diff)
-            return original(self, patches, _pad_for_ours(patches, weight), key, *args, **kwargs)
+            return _through_shim(patches, weight, lambda w: original(self, patches, w, key, *args, **kwargs))
     else:
         def calculate_weight(patches: Any, weight: torch.Tensor, key: str, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
-            diff = fast_merge.own_plain_diff(patches, weight)
-            if diff is not None:
-                return fast_merge.add_in_place(weight, diff)
-            return original(patches, _pad_for_ours(patches, weight), key, *args, **kwargs)
+            return _through_shim(patches, weight, lambda w: original(patches, w, key, *args, **kwargs))
     return calculate_weight
 
 
