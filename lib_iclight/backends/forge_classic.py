@@ -20,7 +20,9 @@ Where things are in this family:
   (:func:`install_shim`, :func:`remove_shim`): IC-Light's own offsets are added in one
   in-place add (:mod:`.fast_merge`, the same sum as the WebUI's four passes), and on the
   builds that cannot pad, the weight is padded for IC-Light's own conv_in diff. Every other
-  call goes to the WebUI's function as it is.
+  call goes to the WebUI's function as it is. On Forge Classic, ``patch_model`` is wrapped
+  too, so that IC-Light's own offsets are merged without the loop's copy of each weight
+  (:mod:`.fast_load`).
 * The VAE (``ldm_patched.modules.sd.VAE``) encodes BHWC pixels in 0..1 into unscaled
   latents, sampling the posterior through ``first_stage_model.regularization``;
   ``model.model_config.latent_format.process_in`` applies the scale factor.
@@ -39,7 +41,7 @@ import torch
 
 from .. import images
 from ..weights import ICModelInfo, ICOffsets, load_offsets
-from . import fast_merge, merge_hooks
+from . import fast_load, fast_merge, merge_hooks
 from . import forge_common as common
 from .merge_hooks import MergeSite
 
@@ -244,10 +246,16 @@ class ForgeClassicBackend(common.KeptMergeBackend):
 
     def _ensure_shim(self, patcher: Any, patches: common.PatchSet) -> None:
         """Wrap the merge ``patcher`` goes through: IC-Light's own offsets in one add, and
-        on a build whose merge does not pad, IC-Light's conv_in diff padded (only that)."""
+        on a build whose merge does not pad, IC-Light's conv_in diff padded (only that).
+        Where its ``patch_model`` is Forge Classic's loop, wrap that too, so IC-Light's own
+        offsets skip the loop's copy of each weight (:mod:`.fast_load`)."""
         site, style = self._padding(patcher)
         install_shim(site, patches.conv_in_value[0] if style is None else None)
         self.hooked(site)
+        load_site = fast_load.patch_model_site(patcher, site)
+        if load_site is not None:
+            merge_hooks.install(load_site, fast_load.make_patch_model)
+            self.hooked(load_site)
 
     def cleanup(self, p: Any, keep_merged: bool = True) -> None:
         """Put the base patcher back. With ``keep_merged`` the IC-Light clone stays loaded

@@ -23,7 +23,7 @@ import torch
 
 from lib_iclight.unet_patch import UNetPatch
 from lib_iclight.weights import ICModelInfo, ICOffsets
-from tests.helpers.tiny_unet import CONTEXT_DIM, TINY_CONFIG, k_sampling, make_offsets, make_tiny_unet
+from tests.helpers.tiny_unet import CONTEXT_DIM, TINY_CONFIG, comfy_on_path, k_sampling, make_offsets, make_tiny_unet
 
 CPU = torch.device("cpu")
 
@@ -218,6 +218,35 @@ def count_forge_merges(monkeypatch: Any) -> list[str]:
 
     monkeypatch.setattr(lora, "merge_lora_to_weight", counting)
     monkeypatch.setattr(fast_merge, "fresh_sum", counting_fast)
+    return calls
+
+
+def count_classic_merges(monkeypatch: Any) -> list[str]:
+    """The keys the ComfyUI-lineage ``patch_model`` merges from now on: in its own loop
+    (``patch_weight_to_device``) and, where the adapter wraps ``patch_model``, those that
+    ``fast_load.merge_own`` takes out of that loop (IC-Light's own offsets)."""
+    comfy_on_path()
+    import comfy.model_patcher
+
+    from lib_iclight.backends import fast_load
+
+    calls: list[str] = []
+    patcher_class = comfy.model_patcher.ModelPatcher
+    original = patcher_class.patch_weight_to_device
+    original_own = fast_load.merge_own
+
+    def counting(self, key, device_to=None):
+        if key in self.patches:
+            calls.append(key)
+        return original(self, key, device_to)
+
+    def counting_own(patcher, device_to):
+        done = original_own(patcher, device_to)
+        calls.extend(sorted(done))
+        return done
+
+    monkeypatch.setattr(patcher_class, "patch_weight_to_device", counting)
+    monkeypatch.setattr(fast_load, "merge_own", counting_own)
     return calls
 
 

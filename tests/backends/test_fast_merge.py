@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from lib_iclight.backends import fast_merge, merge_hooks
+from lib_iclight.backends.merge_hooks import MergeSite
 from tests.backends import harness as h
 from tests.helpers.tiny_unet import comfy_on_path
 
@@ -136,6 +137,9 @@ def test_forge2_merge_with_a_lora_on_the_same_keys_goes_to_forge(standins):
 
 @pytest.mark.parametrize("flavour", ["comfy", "classic", "reforge"])
 def test_classic_and_reforge_generation_add_ic_light_offsets_in_one_add(standins, monkeypatch, flavour):
+    """Every IC-Light offset but conv_in's is merged in one add: by the ``patch_model``
+    wrapper where merges go through the ``calculate_weight`` method (Forge Classic, that
+    early ComfyUI), else by the shim, in place, in reForge's module function."""
     comfy_on_path()
     if flavour == "reforge":
         import ldm_patched.modules.lora as lora
@@ -147,15 +151,22 @@ def test_classic_and_reforge_generation_add_ic_light_offsets_in_one_add(standins
     unet = h.tiny_unet()
     p = h.classic_p(unet, flavour)
     offsets, concat = h.ic_offsets(unet, "fc"), h.ic_concat("fc")
-    fast = []
-    real_fast = fast_merge.add_in_place
-    monkeypatch.setattr(fast_merge, "add_in_place", lambda w, d: fast.append(tuple(w.shape)) or real_fast(w, d))
-    site = forge_classic.merge_site(p.sd_model.forge_objects.unet)
-    original = site.current
+    fast: dict[str, list] = {"in place": [], "fresh": []}
+    real_in_place, real_fresh = fast_merge.add_in_place, fast_merge.fresh_sum
+    monkeypatch.setattr(fast_merge, "add_in_place", lambda w, d: fast["in place"].append(w.shape) or real_in_place(w, d))
+    monkeypatch.setattr(fast_merge, "fresh_sum", lambda w, d, c: fast["fresh"].append(w.shape) or real_fresh(w, d, c))
+    patcher = p.sd_model.forge_objects.unet
+    site = forge_classic.merge_site(patcher)
+    load_site = MergeSite(next(c for c in type(patcher).__mro__ if "patch_model" in vars(c)), True, "patch_model")
+    original, original_load = site.current, load_site.current
     backend = ForgeClassicBackend()
     h.reset(p)
     backend.install(p, offsets, concat)
     h.sample(p.sd_model.forge_objects.unet, h.load_comfy)
-    assert len(fast) == len(offsets.tensors) - 1
+    path = "in place" if flavour == "reforge" else "fresh"
+    assert len(fast[path]) == len(offsets.tensors) - 1
+    assert not fast["in place" if path == "fresh" else "fresh"]
+    assert getattr(load_site.current, merge_hooks.HOOK_FLAG, False) is (flavour != "reforge")
     backend.release_kept()
     assert site.current is original
+    assert load_site.current is original_load

@@ -29,9 +29,10 @@ def comfy(standins, monkeypatch):
     comfy_on_path()
     import comfy.model_patcher
 
-    original = comfy.model_patcher.ModelPatcher.__dict__["calculate_weight"]
+    patcher_class = comfy.model_patcher.ModelPatcher
+    originals = {name: patcher_class.__dict__[name] for name in ("calculate_weight", "patch_model")}
     yield comfy.model_patcher
-    assert comfy.model_patcher.ModelPatcher.__dict__["calculate_weight"] is original
+    assert {name: patcher_class.__dict__[name] for name in originals} == originals
 
 
 @pytest.fixture
@@ -46,17 +47,8 @@ def flavour(request, comfy, monkeypatch):
 
 @pytest.fixture
 def patches_merged(comfy, monkeypatch):
-    """Counts ``patch_weight_to_device`` calls that merge something."""
-    calls: list[str] = []
-    original = comfy.ModelPatcher.patch_weight_to_device
-
-    def counting(self, key, device_to=None):
-        if key in self.patches:
-            calls.append(key)
-        return original(self, key, device_to)
-
-    monkeypatch.setattr(comfy.ModelPatcher, "patch_weight_to_device", counting)
-    return calls
+    """The keys merged, by the WebUI's loop or the adapter's ``patch_model`` wrapper."""
+    return h.count_classic_merges(monkeypatch)
 
 
 def make_p(flavour: str):

@@ -81,7 +81,6 @@ def family(request, standins, monkeypatch) -> Any:
     if name == "forge":
         yield Family(name, h.forge_p, h.load_forge, ForgeBackend(), h.count_forge_merges(monkeypatch))
         return
-    merged: list[str] = []
     comfy_on_path()
     import comfy.model_patcher
 
@@ -89,21 +88,15 @@ def family(request, standins, monkeypatch) -> Any:
         import ldm_patched.modules.lora as lora
 
         monkeypatch.setattr(lora, "calculate_weight", lora.reforge_calculate_weight, raising=False)
-    original_cw = comfy.model_patcher.ModelPatcher.__dict__["calculate_weight"]
-    original_patch = comfy.model_patcher.ModelPatcher.patch_weight_to_device
-
-    def counting_patch(self, key, device_to=None):
-        if key in self.patches:
-            merged.append(key)
-        return original_patch(self, key, device_to)
-
-    monkeypatch.setattr(comfy.model_patcher.ModelPatcher, "patch_weight_to_device", counting_patch)
+    patcher_class = comfy.model_patcher.ModelPatcher
+    originals = {attr: patcher_class.__dict__[attr] for attr in ("calculate_weight", "patch_model")}
+    merged = h.count_classic_merges(monkeypatch)
     backend = ForgeClassicBackend()
     fam = Family(name, lambda unet: h.classic_p(unet, name), h.load_comfy, backend, merged)
     yield fam
     backend.release_kept()
-    # No shim outlives the backend that installed it.
-    assert comfy.model_patcher.ModelPatcher.__dict__["calculate_weight"] is original_cw
+    # No wrapper outlives the backend that installed it.
+    assert {attr: patcher_class.__dict__[attr] for attr in originals} == originals
 
 
 def values(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
