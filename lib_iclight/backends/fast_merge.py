@@ -92,17 +92,18 @@ def _add(weight: torch.Tensor, addend: torch.Tensor, out: torch.Tensor) -> torch
     Converting a slice at a time into one small buffer gives the same sum, since the
     conversion is exact, without those temporaries.
     """
-    contiguous = weight.is_contiguous() and addend.is_contiguous() and out.is_contiguous()
-    if addend.dtype == weight.dtype or weight.device.type != "cpu" or not contiguous or addend.numel() <= _SLICE:
-        return torch.add(weight, addend, out=out)
-    flat_weight, flat_addend, flat_out = weight.view(-1), addend.view(-1), out.view(-1)
-    buffer = torch.empty(_SLICE, dtype=weight.dtype, device=weight.device)
-    for start in range(0, flat_weight.numel(), _SLICE):
-        stop = min(start + _SLICE, flat_weight.numel())
-        converted = buffer[: stop - start]
-        converted.copy_(flat_addend[start:stop])
-        torch.add(flat_weight[start:stop], converted, out=flat_out[start:stop])
-    return out
+    with torch.no_grad():  # a merge is never differentiated; ``out=`` refuses weights that require grad
+        contiguous = weight.is_contiguous() and addend.is_contiguous() and out.is_contiguous()
+        if addend.dtype == weight.dtype or weight.device.type != "cpu" or not contiguous or addend.numel() <= _SLICE:
+            return torch.add(weight, addend, out=out)
+        flat_weight, flat_addend, flat_out = weight.view(-1), addend.view(-1), out.view(-1)
+        buffer = torch.empty(_SLICE, dtype=weight.dtype, device=weight.device)
+        for start in range(0, flat_weight.numel(), _SLICE):
+            stop = min(start + _SLICE, flat_weight.numel())
+            converted = buffer[: stop - start]
+            converted.copy_(flat_addend[start:stop])
+            torch.add(flat_weight[start:stop], converted, out=flat_out[start:stop])
+        return out
 
 
 def fresh_sum(weight: torch.Tensor, diff: torch.Tensor, computation_dtype: torch.dtype) -> torch.Tensor:
