@@ -85,12 +85,12 @@ _SLICE = 1 << 20
 def _add(weight: torch.Tensor, addend: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """``out = weight + addend`` (``out`` may be ``weight``); the tensors share a shape.
 
-    On CPU, an add whose inputs differ in dtype first converts the other input to a whole
-    temporary tensor (TensorIterator promotes inputs by copying them): 3.4 GB of
-    short-lived fp32 copies per merge of IC-Light's fp16 offsets, which the allocator keeps
-    (measured: +0.4 GiB resident after the second merge on Forge Classic with tcmalloc).
-    Converting a slice at a time into one small buffer gives the same sum, since the
-    conversion is exact, without those temporaries.
+    On CPU, an add whose inputs differ in dtype first converts the other input into a
+    whole temporary tensor: an fp32 + fp16 add of 100 M elements peaks at twice its result
+    (0.747 GiB against 0.373), so a merge of IC-Light's fp16 offsets makes 3.4 GB of
+    short-lived copies. Converting a slice at a time into one small buffer that stays in
+    cache gives the same sum (the conversion is exact) without them: 0.379 GiB peak there,
+    and Forge Classic's merge of an SD1.5 UNet took 0.66 s instead of 0.73 s (median of 6).
     """
     with torch.no_grad():  # a merge is never differentiated; ``out=`` refuses weights that require grad
         contiguous = weight.is_contiguous() and addend.is_contiguous() and out.is_contiguous()
