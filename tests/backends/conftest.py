@@ -36,14 +36,3 @@ def standins() -> Iterator[str]:
         comfy_mm = sys.modules.get("comfy.model_management")
         if comfy_mm is not None:
             comfy_mm.current_loaded_models[:] = saved or []
-
-
-@pytest.fixture(params=["whole", "sliced"])
-def slicing(request, monkeypatch) -> str:
-    """``fast_merge``'s add as it runs on the tests' small tensors, and sliced as it runs on
-    a UNet's large ones: the diff converted 1000 elements at a time (the last slice shorter)."""
-    if request.param == "sliced":
-        from lib_iclight.backends import fast_merge
-
-        monkeypatch.setattr(fast_merge, "_SLICE", 1000)
-    return request.param

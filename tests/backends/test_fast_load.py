@@ -85,7 +85,7 @@ def test_it_wraps_only_the_loop_it_knows(comfy, monkeypatch):
 
 @pytest.mark.parametrize("lora, dtype, device_to", [(False, torch.float32, None), (True, torch.float32, "cpu"),
                                                      (True, torch.float16, None)])
-def test_the_wrapped_load_equals_the_webuis_bit_for_bit(comfy, monkeypatch, slicing, lora, dtype, device_to):
+def test_the_wrapped_load_equals_the_webuis_bit_for_bit(comfy, monkeypatch, lora, dtype, device_to):
     backend, clone = _installed("classic", lora=lora, dtype=dtype)
     site = _load_site(clone)
     before = _state(clone)
