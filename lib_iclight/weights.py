@@ -390,8 +390,9 @@ def load_offsets(info: ICModelInfo, dtype: torch.dtype | None = None,
     ``dtype`` None (the default) keeps each tensor in the dtype the file stores it in,
     float8 included: the cache then costs exactly the file's size (0.86 GB for an fp8
     SD1.5 file, 1.72 GB for fp16), and a merge adds each offset to the weight as it is
-    (fp16/bf16 promoted inside the add, fp8 cast once; see ``backends/fast_merge.py``). A float ``dtype`` converts instead (float8 through float32, which
-    represents every float8 value exactly). ``device`` may be a GPU: tensors are cast on
+    (fp16/bf16 promoted inside the add, fp8 cast once; see ``backends/fast_merge.py``).
+    A float ``dtype`` converts instead (float8 through float32, which represents every
+    float8 value exactly). ``device`` may be a GPU: tensors are cast on
     the CPU, then moved (the cache then holds GPU memory). Raises :class:`ICLightError`
     (``model_type: ...``) for an unreadable file, keys that are not SD1.5 UNet parameters,
     or a missing conv_in.

@@ -28,15 +28,12 @@ loop (and the shim's in-place add).
 from __future__ import annotations
 
 import inspect
-import logging
 from typing import Any, Callable
 
 import torch
 
-from . import fast_merge
+from . import fast_merge, merge_hooks
 from .merge_hooks import MergeSite
-
-logger = logging.getLogger("iclight.backends.fast_load")
 
 _SIGNATURE = ("self", "device_to", "patch_weights")
 
@@ -46,25 +43,14 @@ def patch_model_site(patcher: Any, merge: MergeSite) -> MergeSite | None:
     (see the module docstring); else None. ``merge`` is where its merges go."""
     if not merge.is_method or getattr(patcher, "weight_inplace_update", False):
         return None
-    for cls in type(patcher).__mro__:
-        if "patch_model" in vars(cls):
-            site = MergeSite(cls, True, "patch_model")
-            try:
-                names = tuple(inspect.signature(site.original).parameters)
-            except (TypeError, ValueError):
-                return None
-            return site if names == _SIGNATURE else None
-    return None
-
-
-def _owner_and_name(model: torch.nn.Module, key: str) -> tuple[Any, str] | None:
-    *path, name = key.split(".")
-    owner: Any = model
-    for part in path:
-        owner = getattr(owner, part, None)
-        if owner is None:
-            return None
-    return owner, name
+    site = merge_hooks.method_site(patcher, "patch_model")
+    if site is None:
+        return None
+    try:
+        names = tuple(inspect.signature(site.original).parameters)
+    except (TypeError, ValueError):
+        return None
+    return site if names == _SIGNATURE else None
 
 
 def merge_own(patcher: Any, device_to: torch.device | None) -> set[str]:
@@ -76,10 +62,11 @@ def merge_own(patcher: Any, device_to: torch.device | None) -> set[str]:
         return set()
     done: set[str] = set()
     for key, patches in patcher.patches.items():
-        found = _owner_and_name(patcher.model, key)
-        if found is None:
+        module_path, _, name = key.rpartition(".")
+        try:
+            owner = patcher.model.get_submodule(module_path)
+        except AttributeError:  # not in this model: the WebUI's loop reports it
             continue
-        owner, name = found
         weight = getattr(owner, name, None)
         diff = fast_merge.own_plain_diff(patches, weight)
         if diff is None:

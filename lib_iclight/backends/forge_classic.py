@@ -61,9 +61,9 @@ def merge_site(patcher: Any) -> MergeSite:
         lora = None
     if lora is not None and callable(getattr(lora, "calculate_weight", None)):
         return MergeSite(lora, False)
-    for cls in type(patcher).__mro__:
-        if "calculate_weight" in vars(cls):
-            return MergeSite(cls, True)
+    site = merge_hooks.method_site(patcher, "calculate_weight")
+    if site is not None:
+        return site
     raise RuntimeError("IC Light: cannot find this WebUI's calculate_weight; this version is not supported")
 
 
@@ -151,11 +151,11 @@ def _webui_flavour() -> str:
 
 def _model_management(patcher: Any) -> Any:
     """The ``model_management`` module next to the ModelPatcher class ``patcher`` derives from."""
-    for cls in type(patcher).__mro__:
-        if "unpatch_model" in vars(cls):
-            package, _, _ = cls.__module__.rpartition(".")
-            return sys.modules.get(f"{package}.model_management" if package else "model_management")
-    return None
+    site = merge_hooks.method_site(patcher, "unpatch_model")
+    if site is None:
+        return None
+    package, _, _ = site.owner.__module__.rpartition(".")
+    return sys.modules.get(f"{package}.model_management" if package else "model_management")
 
 
 def _is_loaded(patcher: Any) -> bool:

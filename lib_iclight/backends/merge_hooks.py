@@ -47,6 +47,15 @@ class MergeSite:
         return fn.__wrapped__ if getattr(fn, HOOK_FLAG, False) else fn
 
 
+def method_site(obj: Any, name: str) -> MergeSite | None:
+    """``name`` as a method of the class in ``type(obj)``'s MRO that defines it (where a
+    wrapper for every instance goes), or None if no class there defines it."""
+    for cls in type(obj).__mro__:
+        if name in vars(cls):
+            return MergeSite(cls, True, name)
+    return None
+
+
 def install(site: MergeSite, make_wrapper: Callable[[Callable, bool], Callable]) -> bool:
     """Wrap ``site``'s function with ``make_wrapper(current, is_method)``, unless IC-Light's
     wrapper is already the one installed. Returns whether it was installed now."""

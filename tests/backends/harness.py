@@ -194,6 +194,11 @@ def reference_sample(make_p: Callable[[torch.nn.Module], Any], unet: torch.nn.Mo
         return sample(p.sd_model.forge_objects.unet, load, **kwargs)
 
 
+def parameter_values(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of every parameter of ``module``, by name, to compare with later."""
+    return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+
 def count_forge_merges(monkeypatch: Any) -> list[str]:
     """The weights Forge 2's ``merge_lora_to_weight`` merges from now on (the adapter's probe
     calls left out): what the LoraLoader really merged, counted apart from the ledger. The

@@ -35,18 +35,10 @@ def _installed(flavour: str, *, lora: bool = False, dtype: torch.dtype = torch.f
     return backend, p.sd_model.forge_objects.unet
 
 
-def _load_site(patcher) -> MergeSite:
-    return MergeSite(next(c for c in type(patcher).__mro__ if "patch_model" in vars(c)), True, "patch_model")
-
-
-def _state(patcher) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in patcher.model.named_parameters()}
-
-
 def test_it_wraps_only_the_loop_it_knows(comfy, monkeypatch):
     for flavour, wrapped in (("comfy", True), ("classic", True)):
         backend, clone = _installed(flavour)
-        site = _load_site(clone)
+        site = merge_hooks.method_site(clone, "patch_model")
         assert getattr(site.current, merge_hooks.HOOK_FLAG, False) is wrapped
         backend.release_kept()
         assert not getattr(site.current, merge_hooks.HOOK_FLAG, False)
@@ -55,7 +47,7 @@ def test_it_wraps_only_the_loop_it_knows(comfy, monkeypatch):
 
     monkeypatch.setattr(lora, "calculate_weight", lora.reforge_calculate_weight, raising=False)
     backend, clone = _installed("reforge")
-    assert not getattr(_load_site(clone).current, merge_hooks.HOOK_FLAG, False)  # merges in a module function
+    assert not getattr(merge_hooks.method_site(clone, "patch_model").current, merge_hooks.HOOK_FLAG, False)  # merges in a module function
     backend.release_kept()
 
     from lib_iclight.backends.forge_classic import merge_site
@@ -75,35 +67,35 @@ def test_it_wraps_only_the_loop_it_knows(comfy, monkeypatch):
                                                      (True, torch.float16, None)])
 def test_the_wrapped_load_equals_the_webuis_bit_for_bit(comfy, monkeypatch, lora, dtype, device_to):
     backend, clone = _installed("classic", lora=lora, dtype=dtype)
-    site = _load_site(clone)
-    before = _state(clone)
+    site = merge_hooks.method_site(clone, "patch_model")
+    before = h.parameter_values(clone.model)
     patches = clone.patches
     order = list(patches)
 
     device_to = None if device_to is None else torch.device(device_to)
     site.original(clone, device_to, True)  # the WebUI's loop alone (the calculate_weight shim stays)
-    expected, expected_backup = _state(clone), set(clone.backup)
+    expected, expected_backup = h.parameter_values(clone.model), set(clone.backup)
     clone.unpatch_model()
-    assert all(torch.equal(v, before[k]) for k, v in _state(clone).items())
+    assert all(torch.equal(v, before[k]) for k, v in h.parameter_values(clone.model).items())
 
     merged: list = []
     real = fast_merge.fresh_sum
     monkeypatch.setattr(fast_merge, "fresh_sum", lambda w, d, c: merged.append(w.shape) or real(w, d, c))
     clone.patch_model(device_to, True)
     assert len(merged) == len(order) - 1 - (2 if lora else 0)  # all but conv_in and the LoRA's keys
-    got = _state(clone)
+    got = h.parameter_values(clone.model)
     assert got.keys() == expected.keys()
     assert all(torch.equal(got[k], expected[k]) and got[k].dtype == expected[k].dtype for k in got)
     assert set(clone.backup) == expected_backup
     assert clone.patches is patches and list(clone.patches) == order
     clone.unpatch_model()
-    assert all(torch.equal(v, before[k]) for k, v in _state(clone).items())
+    assert all(torch.equal(v, before[k]) for k, v in h.parameter_values(clone.model).items())
     backend.release_kept()
 
 
 def test_a_failure_halfway_leaves_the_backups_for_the_unpatch(comfy, monkeypatch):
     backend, clone = _installed("classic", lora=True)
-    before = _state(clone)
+    before = h.parameter_values(clone.model)
     patches, order = clone.patches, list(clone.patches)
     calls = []
     real = fast_merge.fresh_sum
@@ -119,6 +111,6 @@ def test_a_failure_halfway_leaves_the_backups_for_the_unpatch(comfy, monkeypatch
         clone.patch_model(None, True)
     assert len(clone.backup) == 5  # backed up before its merge, as the WebUI does
     clone.unpatch_model()  # what the WebUI's model_load does when patch_model raises
-    assert all(torch.equal(v, before[k]) for k, v in _state(clone).items())
+    assert all(torch.equal(v, before[k]) for k, v in h.parameter_values(clone.model).items())
     assert clone.patches is patches and list(clone.patches) == order
     backend.release_kept()

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from lib_iclight.backends import fast_merge, merge_hooks
-from lib_iclight.backends.merge_hooks import MergeSite
 from tests.backends import harness as h
 from tests.helpers.tiny_unet import comfy_on_path
 
@@ -157,7 +156,7 @@ def test_classic_and_reforge_generation_add_ic_light_offsets_in_one_add(standins
     monkeypatch.setattr(fast_merge, "fresh_sum", lambda w, d, c: fast["fresh"].append(w.shape) or real_fresh(w, d, c))
     patcher = p.sd_model.forge_objects.unet
     site = forge_classic.merge_site(patcher)
-    load_site = MergeSite(next(c for c in type(patcher).__mro__ if "patch_model" in vars(c)), True, "patch_model")
+    load_site = merge_hooks.method_site(patcher, "patch_model")
     original, original_load = site.current, load_site.current
     backend = ForgeClassicBackend()
     h.reset(p)

@@ -99,10 +99,6 @@ def family(request, standins, monkeypatch) -> Any:
     assert {attr: patcher_class.__dict__[attr] for attr in originals} == originals
 
 
-def values(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in unet.named_parameters()}
-
-
 def assert_values(unet: torch.nn.Module, before: dict[str, torch.Tensor]) -> None:
     now = dict(unet.named_parameters())
     assert set(now) == set(before)
@@ -143,7 +139,7 @@ def test_the_second_of_two_ic_generations_merges_nothing_and_equals_the_first(fa
 def test_off_restores_after_every_generation(family):
     unet = h.tiny_unet()
     p = family.make_p(unet)
-    before = values(unet)
+    before = h.parameter_values(unet)
     offsets, concat = h.ic_offsets(unet, "fbc"), h.ic_concat("fbc")
     first = family.ic(p, offsets, concat, keep=False)
     assert_values(unet, before)
@@ -231,7 +227,7 @@ CASES = [(f, s) for s in SCENARIOS for f in (["forge", "comfy"] if s not in ("ic
 def test_the_next_plain_image_is_bit_identical(family, scenario):
     unet = h.tiny_unet()
     p = family.make_p(unet)
-    before = values(unet)
+    before = h.parameter_values(unet)
     plain_before = family.plain(p)
 
     SCENARIOS[scenario](family, p, unet)
@@ -331,7 +327,7 @@ def test_models_built_under_inference_mode_keep_the_clone_too(standins):
     fam = Family("forge", h.forge_p, h.load_forge, backend, [])
     offsets, concat = h.ic_offsets(unet, "fc"), h.ic_concat("fc")
     with torch.inference_mode():
-        before = values(unet)
+        before = h.parameter_values(unet)
         plain = fam.plain(p)
         first, second = fam.ic(p, offsets, concat), fam.ic(p, offsets, concat)
         again = fam.plain(p)
