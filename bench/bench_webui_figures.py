@@ -17,6 +17,11 @@ Phases, in this order, on a freshly started server:
 4. ``soak`` (``--soak N``): N requests cycling IC fc / plain / plain with a LoRA / IC fbc,
    resident set after each; growth = last ÷ the value after the first 4.
 
+``blocks`` (``--blocks N``, for big sizes): N blocks of plain x ``--runs`` then IC x
+``--runs``; the first request of each block (the restore or the merge) is left out. Each
+warm IC request then sits next to warm plain ones in time, so a slow drift of the machine
+shows in both.
+
 Every IC request reads ``GET /ic-light/v1/status`` before and after, so the merges it
 caused are printed beside its time. Output is one line per request, then a summary.
 
@@ -148,6 +153,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--runs", type=int, default=4, help="requests per back-to-back run and alternating pairs")
     parser.add_argument("--soak", type=int, default=0)
+    parser.add_argument("--blocks", type=int, default=2, help="plain/IC blocks of the blocks phase")
     parser.add_argument("--fc", default="iclight_sd15_fc")
     parser.add_argument("--fbc", default="iclight_sd15_fbc")
     parser.add_argument("--lora", default="randlora_unet")
@@ -209,6 +215,19 @@ def main() -> None:
             f"{median(ics[1:], 'wall') / median(plains, 'wall'):.3f} wall, "
             f"{median(ics[1:], 'cpu') / median(plains, 'cpu'):.3f} CPU; merges {[int(r['merges']) for r in ics]}; "
             f"first IC {ics[0]['wall']:.2f} s"
+        )
+
+    if "blocks" in phases:
+        print(f"blocks ({opts.blocks} x plain x{opts.runs}, IC x{opts.runs}):")
+        warm_plain, warm_ic = [], []
+        for _ in range(opts.blocks):
+            warm_plain += [runner.run("plain") for _ in range(opts.runs)][1:]
+            warm_ic += [runner.run("ic") for _ in range(opts.runs)][1:]
+        summary.append(
+            f"blocks: warm IC {median(warm_ic, 'wall'):.2f} s / plain {median(warm_plain, 'wall'):.2f} s = "
+            f"{median(warm_ic, 'wall') / median(warm_plain, 'wall'):.3f} wall, "
+            f"{median(warm_ic, 'cpu') / median(warm_plain, 'cpu'):.3f} CPU; merges by warm IC requests "
+            f"{sum(int(r['merges']) for r in warm_ic)}"
         )
 
     if "alternating" in phases:
