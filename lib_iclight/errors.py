@@ -31,6 +31,15 @@ class ICLightError(ValueError):
         return cls(arg, f"expected {expected}, got {describe_value(got)}")
 
 
+class ICLightConflict(ICLightError):
+    """IC-Light cannot run beside another extension or WebUI feature enabled for the same
+    generation. Raised while sampling, so the generation stops with it (a 422 for the API:
+    the caller fixes it by turning one of the two off)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__("IC Light", problem)
+
+
 def describe_value(value: object, limit: int = 60) -> str:
     """A short, quoted rendering of a value for an error message (never a whole base64 blob)."""
     if isinstance(value, str):

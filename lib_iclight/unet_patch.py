@@ -28,7 +28,7 @@ from typing import Any, Mapping, Protocol, Sequence
 import torch
 from torch import nn
 
-from .errors import ICLightError
+from .errors import ICLightConflict, ICLightError
 
 logger = logging.getLogger("iclight.unet_patch")
 
@@ -167,9 +167,13 @@ def concat_to_batch(concat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     UNet sees any multiple of the conditioning's batch.
     """
     if concat.shape[-2:] != x.shape[-2:]:
-        raise RuntimeError(
-            f"IC-Light conditioning latent is {tuple(concat.shape[-2:])} but the UNet input is "
-            f"{tuple(x.shape[-2:])}: the conditioning was not rebuilt for this pass"
+        # The conditioning is rebuilt for every pass's size, so another size means something
+        # calls the UNet on part of the latent: Tiled Diffusion / MultiDiffusion do.
+        raise ICLightConflict(
+            f"the UNet was called on a latent of {tuple(x.shape[-2:])} while the image's latent, and "
+            f"IC-Light's conditioning, is {tuple(concat.shape[-2:])}: an extension that samples the "
+            "image in tiles (Tiled Diffusion, MultiDiffusion) is enabled beside IC-Light. IC-Light "
+            "cannot condition a tile; turn tiled sampling off for IC-Light generations"
         )
     if x.shape[0] % concat.shape[0] != 0:
         raise RuntimeError(
@@ -204,7 +208,7 @@ class UNetPatch:
     ``offsets`` maps ldm keys without prefix ("input_blocks.0.0.weight", ...) to offset
     tensors, or is an :class:`OffsetSource` read only when a merge is needed. ``concat``
     given to :meth:`apply` / :meth:`set_concat` is [b, 4 or 8, h, w] scaled latents,
-    concatenated after ``x`` on every forward call.
+    concatenated after ``x`` on the input of every conv_in call.
     """
 
     def __init__(self, unet: nn.Module, offsets: Mapping[str, torch.Tensor] | OffsetSource,
@@ -333,17 +337,19 @@ class UNetPatch:
         self._conv_in_channels = getattr(conv_in, "in_channels", None)
         if self._conv_in_channels is not None:
             conv_in.in_channels = conv_in.weight.shape[1]
-        self._hook = unet.register_forward_pre_hook(self._concat_hook, with_kwargs=True)
+        # On conv_in, not on the UNet: extensions that replace the UNet's forward
+        # (sd-webui-controlnet) feed ``x`` to their own 4-channel model first and reach
+        # conv_in only through the UNet's blocks. Prepended, so every other hook on conv_in
+        # (the delivery probe) sees the widened input.
+        self._hook = conv_in.register_forward_pre_hook(self._concat_hook, prepend=True)
         self._active = True
         logger.debug("IC-Light patch applied (%d parameters, %d merged so far)", len(targets), self.merges)
 
-    def _concat_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    def _concat_hook(self, module: nn.Module, args: tuple) -> tuple:
+        """conv_in's input ``[N, 4, h, w]`` becomes ``[N, 4 + 4 or 8, h, w]``."""
         assert self._concat is not None
-        if args:
-            x = args[0]
-            return (torch.cat([x, concat_to_batch(self._concat, x)], dim=1), *args[1:]), kwargs
-        x = kwargs["x"]
-        return args, {**kwargs, "x": torch.cat([x, concat_to_batch(self._concat, x)], dim=1)}
+        x = args[0]
+        return (torch.cat([x, concat_to_batch(self._concat, x)], dim=1), *args[1:])
 
     def remove(self) -> None:
         """Put the original Parameter objects back and stop concatenating. Idempotent."""

@@ -75,7 +75,8 @@ def controller() -> ICLightController:
     """One controller per process, created on first use so that ``ui()`` stays side-effect free."""
     global _controller
     if _controller is None:
-        _controller = ICLightController(make_backend(), webui_glue.model_dirs, webui_glue.settings)
+        _controller = ICLightController(make_backend(), webui_glue.model_dirs, webui_glue.settings,
+                                        interrupted=webui_glue.interrupted, color_target=webui_glue.color_target)
     return _controller
 
 

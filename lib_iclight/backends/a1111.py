@@ -116,6 +116,9 @@ class A1111Backend:
         self._kept_name: str | None = None
         self.ledger = MergeLedger()
 
+    def unet_module(self, p: Any) -> torch.nn.Module:
+        return unet_of(p)
+
     def load_offsets(self, info: ICModelInfo) -> OffsetFile:
         """The model as a lazily read file: the kept merges are the cache (see module doc)."""
         return OffsetFile(info)

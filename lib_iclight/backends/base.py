@@ -42,6 +42,10 @@ class Backend(Protocol):
         """Something that changes whenever the VAE's weights may have changed (checkpoint or
         VAE swap, also in place), so that cached encodings are never reused across VAEs."""
 
+    def unet_module(self, p: Any) -> torch.nn.Module:
+        """The ldm ``UNetModel`` module the sampler runs (IC-Light's or not): the delivery
+        probe (:mod:`lib_iclight.delivery`) watches its conv_in while ``p.sample`` runs."""
+
     def load_offsets(self, info: ICModelInfo) -> Any:
         """The model's offsets in the form ``install`` takes (loaded, or a lazy file).
 

@@ -5,13 +5,18 @@ A1111, Forge 2, Forge Classic and reForge all drive AlwaysOn scripts through the
 differs, and that is the :class:`~lib_iclight.backends.base.Backend`'s job. The
 controller turns hook calls into core calls:
 
-``process``                          parse args, pick the model, prepare images, refuse bad requests
-``process_before_every_sampling``    encode the conditioning at this pass's size, install
+``process``                          parse args, pick the model, prepare images, refuse bad requests,
+                                     guard ``p.sample`` with the delivery probe
+``process_before_every_sampling``    encode the conditioning at this pass's size, install; the colour
+                                     correction target (img2img) becomes the subject
 ``postprocess_image``                detail transfer in place (setting "replace")
 ``postprocess``                      append removed-background / detail images, clean up
 
 Every failure arms the tripwire (see :mod:`.tripwire`): the generation stops with the
-message instead of going on without IC-Light.
+message instead of going on without IC-Light. And whatever another extension does to the
+model, the patcher or the forward, ``p.sample`` fails unless every UNet call it made
+carried IC-Light's conditioning (:mod:`lib_iclight.delivery`): IC Light enabled never
+returns an image without it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from PIL import Image
 
 from .. import axes, images, subject
 from ..args import ICLightArgs, parse_args
+from ..delivery import DeliveryProbe, require_delivery
 from ..detail import detail_transfer
 from ..errors import ICLightError
 from ..lightmaps import make_lightmap
@@ -42,6 +48,7 @@ from .base import Backend
 logger = logging.getLogger("iclight.controller")
 
 _REQUEST = "_iclight_request"
+_SAMPLE_GUARD = "_iclight_sample_guard"
 _LATENT_CACHE_SIZE = 8
 _SUBJECT_CACHE_SIZE = 2
 
@@ -59,6 +66,8 @@ class Request:
     """``"RGB"`` at its own size: the fbc background flattened on grey; None for fc."""
     is_img2img: bool
     concat_by_size: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
+    subject_image: Image.Image | None = None
+    """img2img: the input photo as sent, flattened on grey; the colour correction target."""
 
 
 def _digest(*parts: Image.Image | None) -> str:
@@ -110,6 +119,35 @@ def refuse_refiner_switch(p: Any) -> None:
     )
 
 
+def _looks_enabled(values: Sequence[Any]) -> bool:
+    """Whether a script's args say it is on: a first arg ``True`` (most AlwaysOn scripts),
+    or a unit with ``enabled`` set (ControlNet)."""
+    if values and values[0] is True:
+        return True
+    for value in values:
+        enabled = value.get("enabled") if isinstance(value, dict) else getattr(value, "enabled", None)
+        if enabled is True:
+            return True
+    return False
+
+
+def enabled_beside(p: Any) -> list[str]:
+    """Titles of the other AlwaysOn scripts that look enabled for ``p``: the likely cause
+    when IC-Light's conditioning does not reach the UNet."""
+    runner = getattr(p, "scripts", None)
+    values = list(getattr(p, "script_args", None) or ())
+    titles = []
+    for script in getattr(runner, "alwayson_scripts", None) or ():
+        try:
+            title = str(script.title())
+            start, end = script.args_from, script.args_to
+        except Exception:  # noqa: BLE001 - a script that cannot say: not named
+            continue
+        if title.lower() != "ic light" and start is not None and end is not None and _looks_enabled(values[start:end]):
+            titles.append(title)
+    return titles
+
+
 def _guarded(hook: Callable[..., Any]) -> Callable[..., Any]:
     """Run a hook; on any error, arm the tripwire so the generation stops with it."""
 
@@ -136,10 +174,16 @@ class ICLightController:
         backend: Backend,
         model_dirs: Callable[[], Sequence[Path]],
         settings: Callable[[], ICLightSettings],
+        interrupted: Callable[[], bool] = lambda: False,
+        color_target: Callable[[Image.Image], Any] | None = None,
     ) -> None:
+        """``interrupted`` says whether the user stopped the generation (no UNet call is
+        then no conflict); ``color_target`` is the WebUI's ``setup_color_correction``."""
         self.backend = backend
         self.model_dirs = model_dirs
         self.settings = settings
+        self.interrupted = interrupted
+        self.color_target = color_target
         self._latents: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._subjects: OrderedDict[tuple, subject.PreparedImages] = OrderedDict()
 
@@ -170,13 +214,15 @@ class ICLightController:
         width, height = self._largest_size(p)
         if direction is not None:  # drawn at the size it is used at, as the panel's presets are
             args = dataclasses.replace(args, input_fg=make_lightmap(direction, width, height))
+        subject_image = None
         if is_img2img:
-            prepared = self._prepare_img2img(p, args, width, height)
+            prepared, subject_image = self._prepare_img2img(p, args, width, height)
             background = None
         else:
             prepared, background = self._prepare_txt2img(args, info, width, height)
-        request = Request(args, info, offsets, prepared, background, is_img2img)
+        request = Request(args, info, offsets, prepared, background, is_img2img, subject_image=subject_image)
         setattr(p, _REQUEST, request)
+        self._guard_sampling(p, request)
         p.extra_generation_params.update(args.infotext(model_name=info.name))
         p.extra_generation_params.update(axes.infotext(overrides))
         logger.info("IC Light: %s (%s) on %dx%d", info.name, info.kind, width, height)
@@ -236,7 +282,7 @@ class ICLightController:
             background = images.composite_on_grey(args.uploaded_bg)
         return self._prepare_subject(args.input_fg, args, width, height), background
 
-    def _prepare_img2img(self, p: Any, args: ICLightArgs, width: int, height: int) -> subject.PreparedImages:
+    def _prepare_img2img(self, p: Any, args: ICLightArgs, width: int, height: int) -> tuple[subject.PreparedImages, Image.Image]:
         source = p.init_images[0] if p.init_images else None
         if source is None:
             raise ICLightError("init_images", "no image given: img2img needs the subject as its input image")
@@ -249,7 +295,38 @@ class ICLightController:
             light_map = subject.reinforce_foreground(light_map, prepared)
         # The light map is what A1111 encodes as the init latent; the subject goes in by concat.
         p.init_images = [light_map]
-        return prepared
+        return prepared, images.composite_on_grey(subject_image)
+
+    # -- the delivery guard ------------------------------------------------------------
+
+    def _guard_sampling(self, p: Any, request: Request) -> None:
+        """Make ``p.sample`` fail unless every UNet call it makes carries IC-Light.
+
+        ``p.sample`` (both passes, hires included) is called by ``process_images_inner``
+        outside the script runner's ``try``, so its error stops the generation and reaches
+        the API caller; the probe counts the calls on the UNet module itself, which every
+        patcher, clone and forward replacement still ends in.
+        """
+        current = p.__dict__.get("sample")
+        if getattr(current, _SAMPLE_GUARD, False):
+            del p.__dict__["sample"]  # a copy of an already guarded ``p`` (X/Y/Z copies ``p``)
+        original = p.sample
+        unet = self.backend.unet_module(p)
+        channels = request.info.in_channels
+
+        def sample(*args: Any, **kwargs: Any) -> Any:
+            with DeliveryProbe(unet, channels) as count:
+                result = original(*args, **kwargs)
+            require_delivery(count, interrupted=self.interrupted(), beside=enabled_beside(p))
+            return result
+
+        setattr(sample, _SAMPLE_GUARD, True)
+        p.sample = sample
+
+    @staticmethod
+    def _unguard_sampling(p: Any) -> None:
+        if getattr(p.__dict__.get("sample"), _SAMPLE_GUARD, False):
+            del p.__dict__["sample"]
 
     # -- sampling --------------------------------------------------------------------
 
@@ -268,6 +345,20 @@ class ICLightController:
             concat = self._encode_conditioning(p, request, latent_w * 8, latent_h * 8)
             request.concat_by_size[(latent_h, latent_w)] = concat
         self.backend.install(p, request.offsets, concat)
+        self._retarget_color_correction(p, request)
+
+    def _retarget_color_correction(self, p: Any, request: Request) -> None:
+        """img2img with "Apply color correction" on: match the result to the subject photo.
+
+        The WebUI builds its targets from ``init_images`` in ``p.init``, after ``process``
+        has put the light map there, so it would match the relit image to the light map
+        (a grey light map made every result grey). ``p.init`` has run by this hook.
+        """
+        corrections = getattr(p, "color_corrections", None)
+        if not request.is_img2img or not corrections or self.color_target is None or request.subject_image is None:
+            return
+        target = self.color_target(request.subject_image)
+        p.color_corrections = [target] * len(corrections)
 
     def _encode_conditioning(self, p: Any, request: Request, width: int, height: int) -> torch.Tensor:
         """[1, 4 or 8, height/8, width/8] scaled latents: fg, then bg for fbc.
@@ -317,6 +408,7 @@ class ICLightController:
             logger.exception("IC Light: could not add the extra output images")
         finally:
             setattr(p, _REQUEST, None)
+            self._unguard_sampling(p)
             self.backend.cleanup(p, keep_merged=self.settings().keep_merged)
             self._observe(p)
 

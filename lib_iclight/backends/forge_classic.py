@@ -40,6 +40,7 @@ from typing import Any, Callable
 import torch
 
 from .. import images
+from ..errors import ICLightConflict
 from ..weights import ICModelInfo, ICOffsets, load_offsets
 from . import fast_load, fast_merge, merge_hooks
 from . import forge_common as common
@@ -166,6 +167,23 @@ def _is_loaded(patcher: Any) -> bool:
     return any(getattr(entry, "model", None) is patcher for entry in loaded)
 
 
+def refuse_reforge_tiling(webui: str, unet: Any) -> None:
+    """Raise ICLightConflict on reForge when its MultiDiffusion Integrated tiles the UNet.
+
+    Its tiler (``sd_forge_multidiffusion/lib_multidiffusion/tiled_diffusion.py`` at
+    3b56b268, ``MultiDiffusion.__call__`` l. 506-522) crops an entry of ``c`` of the
+    latent's own size by iterating one ``BBox`` as if it were a list, and fails with
+    ``'int' object has no attribute 'slicer'`` on any such entry: IC-Light's ``c_concat``
+    is one. Forge 2's tiler crops ``c_concat`` per tile and is not refused. Forge Classic's
+    was not measured.
+    """
+    if webui == "reforge" and getattr(unet, "model_options", {}).get("tiled_diffusion"):
+        raise ICLightConflict(
+            "reForge's MultiDiffusion Integrated samples the UNet in tiles but cannot crop IC-Light's "
+            "conditioning to a tile; turn MultiDiffusion off for IC-Light generations"
+        )
+
+
 class ForgeClassicBackend(common.KeptMergeBackend):
     """The adapter for Forge Classic (Haoming02) and reForge (Panchovix)."""
 
@@ -223,6 +241,7 @@ class ForgeClassicBackend(common.KeptMergeBackend):
         unet = common.check_sd15(p.sd_model)
         if getattr(unet, "weight_inplace_update", False):
             raise RuntimeError("IC Light: in-place weight updates cannot widen conv_in; not supported")
+        refuse_reforge_tiling(self.name, unet)
         entry = common.install_clone(p, offsets, concat, self._make_clone, self.keeper)
         # A kept clone reused from an earlier generation may be merged again (after a plain
         # generation unpatched it): the shim must be in place for that merge too.

@@ -613,6 +613,10 @@ class KeptMergeBackend:
             merge_hooks.remove(site)
         self._hooked.clear()
 
+    def unet_module(self, p: Any) -> torch.nn.Module:
+        """The ldm UNet every patcher of the loaded checkpoint wraps: clones share it."""
+        return check_sd15(p.sd_model).model.diffusion_model
+
     def clones_to_restore(self, p: Any, keep_merged: bool) -> list[InstalledClone]:
         """Put the base patcher back (see :func:`release_clones`). With ``keep_merged`` the
         clones stay as they are and nothing is to be restored; without it, this generation's

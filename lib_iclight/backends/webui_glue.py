@@ -15,7 +15,7 @@ import gradio as gr
 from modules import paths, script_callbacks, scripts, shared
 from PIL import Image
 
-from .. import ui
+from .. import api_request_args, ui
 from ..api_routes import register_routes
 from ..rembg_session import cut_out_subject, list_rembg_models
 from ..settings import OPTIONS, SECTION, ICLightSettings, OptionSpec, component_args, read_settings
@@ -47,6 +47,19 @@ def list_ic_models() -> list[ICModelInfo]:
 
 def settings() -> ICLightSettings:
     return read_settings(shared.opts.data.get)
+
+
+def interrupted() -> bool:
+    """Whether the user interrupted or skipped the generation running now."""
+    state = getattr(shared, "state", None)
+    return any(bool(getattr(state, flag, False)) for flag in ("interrupted", "skipped", "stopping_generation"))
+
+
+def color_target(image: Image.Image) -> Any:
+    """The WebUI's colour correction target for ``image`` (``processing.setup_color_correction``)."""
+    from modules import processing
+
+    return processing.setup_color_correction(image)
 
 
 def _preview(image: Image.Image, model: str, fg: int, bg: int, erode: int) -> Image.Image:
@@ -99,10 +112,16 @@ def loaded_sd_model() -> Any:
 
 
 def register_api_routes(status: Callable[[], dict[str, Any]] | None = None) -> None:
-    # Listing rembg models imports rembg (slow the first time), so it happens per request,
-    # never while the app starts.
-    script_callbacks.on_app_started(lambda _demo, app: register_routes(
-        app, list_ic_models, list_rembg_models, lambda: list_unreadable(model_dirs()), status))
+    """The ``/ic-light/v1`` routes, and the middleware that puts IC Light's ``args`` in
+    generation requests in list form or answers 422 (:mod:`lib_iclight.api_request_args`)."""
+
+    def started(_demo: Any, app: Any) -> None:
+        # Listing rembg models imports rembg (slow the first time), so it happens per
+        # request, never while the app starts.
+        register_routes(app, list_ic_models, list_rembg_models, lambda: list_unreadable(model_dirs()), status)
+        api_request_args.install(app)
+
+    script_callbacks.on_app_started(started)
 
 
 def _add_xyz_axes() -> None:

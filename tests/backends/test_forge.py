@@ -9,7 +9,7 @@ import torch
 
 from lib_iclight.backends import forge_common
 from lib_iclight.backends.forge import ForgeBackend
-from lib_iclight.errors import ICLightError
+from lib_iclight.errors import ICLightConflict, ICLightError
 from tests.backends import harness as h
 from tests.helpers.tiny_unet import assert_same, snapshot
 
@@ -236,7 +236,7 @@ def test_a_conditioning_of_the_wrong_size_fails_clearly(standins):
     p = h.forge_p(unet)
     h.reset(p)
     ForgeBackend().install(p, h.ic_offsets(unet, "fc"), h.ic_concat("fc", size=16))
-    with pytest.raises(RuntimeError, match=r"conditioning latent is \(16, 16\) but the UNet input is \(8, 8\)"):
+    with pytest.raises(ICLightConflict, match=r"latent of \(8, 8\) while the image.s latent, and IC-Light.s conditioning, is \(16, 16\): an extension that samples the image in tiles"):
         h.sample(p.sd_model.forge_objects.unet, h.load_forge)
 
 
@@ -300,4 +300,42 @@ def test_models_built_under_inference_mode_as_forge_2_loads_them(standins):
         again = h.sample(p.sd_model.forge_objects.unet, h.load_forge)
     assert not torch.allclose(ic, plain)
     assert torch.equal(again, plain)
+    assert_same(unet, before)
+
+
+def test_the_delivery_probe_sees_the_conditioning_reach_the_unet(standins):
+    from lib_iclight.delivery import DeliveryProbe, require_delivery
+
+    unet = h.tiny_unet()
+    p = h.forge_p(unet)
+    backend = ForgeBackend()
+    h.reset(p)
+    backend.install(p, h.ic_offsets(unet, "fbc"), h.ic_concat("fbc"))
+    with DeliveryProbe(backend.unet_module(p), 12) as count:
+        h.sample(p.sd_model.forge_objects.unet, h.load_forge, steps=3)
+    assert count.wide > 0 and count.narrow == 0
+    require_delivery(count)
+    backend.cleanup(p, keep_merged=False)
+
+
+def test_a_clone_dropped_after_install_is_caught_by_the_delivery_probe(standins):
+    """What Forge 2 and reForge showed beside FreeU Integrated: the patcher sampled is not
+    IC-Light's clone, and the images equal FreeU's alone. The probe on the shared UNet
+    module sees only 4-channel calls, and the check names what was enabled beside it."""
+    from lib_iclight.delivery import DeliveryProbe, require_delivery
+
+    unet = h.tiny_unet()
+    before = snapshot(unet)
+    p = h.forge_p(unet)
+    backend = ForgeBackend()
+    h.reset(p)
+    base = p.sd_model.forge_objects.unet
+    backend.install(p, h.ic_offsets(unet, "fc"), h.ic_concat("fc"))
+    p.sd_model.forge_objects.unet = base.clone()  # another extension's clone of the base
+    with DeliveryProbe(backend.unet_module(p), 8) as count:
+        h.sample(p.sd_model.forge_objects.unet, h.load_forge, steps=3)
+    assert count.wide == 0 and count.narrow > 0
+    with pytest.raises(ICLightConflict, match=r"^IC Light: none of the \d+ UNet calls .* Enabled beside it: FreeU Integrated\."):
+        require_delivery(count, beside=["FreeU Integrated"])
+    backend.cleanup(p, keep_merged=False)
     assert_same(unet, before)

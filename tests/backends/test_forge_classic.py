@@ -15,7 +15,7 @@ import torch
 
 from lib_iclight.backends import forge_classic, forge_common
 from lib_iclight.backends.forge_classic import ForgeClassicBackend
-from lib_iclight.errors import ICLightError
+from lib_iclight.errors import ICLightConflict, ICLightError
 from tests.backends import harness as h
 
 FLAVOURS = ["comfy", "classic", "reforge"]
@@ -356,3 +356,21 @@ def test_patcher_states_compare_what_samples_and_ignore_the_parent_link():
     extra_attribute = _Patcher(model, parent=None, extra=1, **state)
     for different in (other_wrapper, same_values_new_tensor, other_model, extra_attribute):
         assert not forge_common.same_patcher_state(base, different)
+
+
+@pytest.mark.parametrize("webui, refused", [("reforge", True), ("forge-classic", False)])
+def test_reforge_multidiffusion_is_refused_by_name(comfy, webui, refused):
+    """reForge's MultiDiffusion Integrated crashes on a full-size c_concat (``'int' object
+    has no attribute 'slicer'``, measured live at 3b56b268): refused before sampling."""
+    unet = h.tiny_unet()
+    p = h.classic_p(unet, "comfy")
+    h.reset(p)
+    p.sd_model.forge_objects.unet = p.sd_model.forge_objects.unet.clone()
+    p.sd_model.forge_objects.unet.model_options["tiled_diffusion"] = True  # what its script sets
+    backend = ForgeClassicBackend(webui)
+    if refused:
+        with pytest.raises(ICLightConflict, match="^IC Light: reForge's MultiDiffusion Integrated samples the UNet in tiles"):
+            backend.install(p, h.ic_offsets(unet, "fc"), h.ic_concat("fc"))
+    else:
+        backend.install(p, h.ic_offsets(unet, "fc"), h.ic_concat("fc"))
+    backend.cleanup(p, keep_merged=False)

@@ -12,7 +12,7 @@ pytest.importorskip("httpx")  # TestClient needs it
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from lib_iclight import api_routes  # noqa: E402
+from lib_iclight import api_request_args, api_routes  # noqa: E402
 from lib_iclight.args import ARG_NAMES, json_schema  # noqa: E402
 
 
@@ -138,3 +138,76 @@ def test_without_a_status_callable_there_is_no_status_route():
     app = fastapi.FastAPI()
     api_routes.register_routes(app, lambda: MODELS, lambda: [])
     assert TestClient(app).get("/ic-light/v1/status").status_code == 404
+
+
+# -- IC Light's args in generation requests (lib_iclight.api_request_args) -----------------
+
+
+def _generation_app() -> fastapi.FastAPI:
+    """An app with the WebUI's generation routes, each echoing the body it was given, and
+    already serving when the middleware is added, as at the WebUIs' ``on_app_started``."""
+    app = fastapi.FastAPI()
+    for path in api_request_args.GENERATION_PATHS + ("/sdapi/v1/options",):
+
+        def echo(body: dict = fastapi.Body(...)) -> dict:  # noqa: B008 - FastAPI's own idiom
+            return body
+
+        app.post(path)(echo)
+    TestClient(app).post("/sdapi/v1/options", json={})  # builds the middleware stack
+    assert api_request_args.install(app)
+    assert not api_request_args.install(app)  # once only
+    return app
+
+
+ARGS = {"enable": True, "model_type": "iclight_sd15_fc"}
+
+
+@pytest.mark.parametrize("path", api_request_args.GENERATION_PATHS)
+def test_a_bare_dict_of_args_becomes_the_named_list_form(path):
+    body = {"prompt": "a", "alwayson_scripts": {"ic light": {"args": ARGS}, "Other": {"args": {"x": 1}}}}
+    response = TestClient(_generation_app()).post(path, json=body)
+    assert response.status_code == 200
+    assert response.json()["alwayson_scripts"] == {"ic light": {"args": [ARGS]}, "Other": {"args": {"x": 1}}}
+
+
+@pytest.mark.parametrize("args", [None, 3, "enable", True])
+def test_args_neither_list_nor_dict_answer_422_naming_args(args):
+    body = {"alwayson_scripts": {"IC Light": {"args": args}}}
+    response = TestClient(_generation_app()).post("/sdapi/v1/txt2img", json=body)
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("alwayson_scripts.IC Light.args: expected a list of the 13 values or an object")
+
+
+def test_an_entry_that_is_not_an_object_answers_422():
+    response = TestClient(_generation_app()).post("/sdapi/v1/img2img", json={"alwayson_scripts": {"IC Light": [True]}})
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith('alwayson_scripts.IC Light: expected an object with "args", got [True]')
+
+
+@pytest.mark.parametrize("body", [
+    {"prompt": "a", "alwayson_scripts": {"IC Light": {"args": [True, "iclight_sd15_fc"]}}},
+    {"prompt": "a", "alwayson_scripts": {"IC Light": {}}},
+    {"prompt": "a"},
+])
+def test_list_args_and_other_requests_pass_unchanged(body):
+    app = _generation_app()
+    assert TestClient(app).post("/sdapi/v1/txt2img", json=body).json() == body
+    assert TestClient(app).post("/sdapi/v1/options", json={"alwayson_scripts": {"IC Light": {"args": 3}}}).status_code == 200
+
+
+def test_a_body_that_is_not_json_is_left_to_the_webui():
+    response = TestClient(_generation_app()).post("/sdapi/v1/txt2img", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 422  # FastAPI's own validation answer, not ours
+    assert "IC Light" not in response.text
+
+
+def test_a_webui_under_a_sub_path_is_matched():
+    app = fastapi.FastAPI()
+
+    @app.post("/sd/sdapi/v1/txt2img")
+    def echo(body: dict = fastapi.Body(...)) -> dict:  # noqa: B008
+        return body
+
+    api_request_args.install(app)
+    response = TestClient(app).post("/sd/sdapi/v1/txt2img", json={"alwayson_scripts": {"IC Light": {"args": ARGS}}})
+    assert response.json()["alwayson_scripts"]["IC Light"]["args"] == [ARGS]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lib_iclight.errors import ICLightError
+from lib_iclight.errors import ICLightConflict, ICLightError
 from lib_iclight.unet_patch import UNetPatch, concat_to_batch, merge_offset
 from tests.helpers.tiny_unet import assert_same, make_offsets, make_tiny_unet, sample, snapshot
 
@@ -135,7 +135,7 @@ def test_concat_to_batch_checks_sizes():
     x = torch.zeros(4, 4, 8, 8, dtype=torch.float16)
     out = concat_to_batch(torch.ones(1, 4, 8, 8), x)
     assert out.shape == (4, 4, 8, 8) and out.dtype == torch.float16
-    with pytest.raises(RuntimeError, match="not rebuilt"):
+    with pytest.raises(ICLightConflict, match=r"^IC Light: the UNet was called on a latent of \(8, 8\) while .* is \(16, 16\): .*in tiles"):
         concat_to_batch(torch.ones(1, 4, 16, 16), x)
     with pytest.raises(RuntimeError, match="does not divide"):
         concat_to_batch(torch.ones(3, 4, 8, 8), x)

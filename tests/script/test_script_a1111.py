@@ -417,6 +417,9 @@ def test_settings_and_routes_are_registered(webui):
     models = TestClient(app).get("/ic-light/v1/models").json()
     assert {m["name"]: m["kind"] for m in models["models"]} == {"IC-Light-SD15-FC-fp8": "fc", "iclight_sd15_fbc": "fbc"}
     assert "u2net_human_seg" in models["rembg_models"]
+    from lib_iclight.api_request_args import ScriptArgsMiddleware
+
+    assert [m.cls for m in app.user_middleware].count(ScriptArgsMiddleware) == 1
 
 
 def test_the_status_route_reports_merges_restores_and_caches(webui):

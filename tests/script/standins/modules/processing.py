@@ -5,17 +5,36 @@ the sampler and calling ``process_before_every_sampling`` right before it; the h
 pass (checkpoint swap in try/finally, latent upscale, a new sampler, ``before_hr`` and a
 second ``process_before_every_sampling``); img2img encoding ``init_images`` in ``init``
 after the ``process`` hook; ``p.sd_model`` being ``shared.sd_model``; the refiner's
-checkpoint resolved before the ``process`` hook and switched to inside the sampler loop.
+checkpoint resolved before the ``process`` hook and switched to inside the sampler loop;
+img2img colour correction (``opts.img2img_color_correction``): targets built in ``init``
+from the resized ``init_images`` unless ``color_corrections`` is already set, applied to
+each decoded image (A1111 1.10 l. 1666-1716 and 1067-1071; the histogram match is reduced
+to a per-channel mean and spread match in LAB).
 """
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
 
 from modules import devices, scripts, sd_models, sd_samplers, shared
+
+
+def setup_color_correction(image):
+    return cv2.cvtColor(np.asarray(image.copy()), cv2.COLOR_RGB2LAB)
+
+
+def apply_color_correction(correction, original_image):
+    lab = cv2.cvtColor(np.asarray(original_image), cv2.COLOR_RGB2LAB).astype(np.float32)
+    target = correction.astype(np.float32)
+    for c in range(3):
+        spread = lab[..., c].std() or 1.0
+        lab[..., c] = (lab[..., c] - lab[..., c].mean()) / spread * target[..., c].std() + target[..., c].mean()
+    rgb = cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
+    return Image.fromarray(rgb).convert("RGB")
 
 
 def text_conditioning(prompts, dim=None):
@@ -123,13 +142,21 @@ class StableDiffusionProcessingImg2Img(StableDiffusionProcessing):
     init_images: list = None
     denoising_strength: float = 0.75
     init_latent: Any = None
+    color_corrections: list = None
 
     def init(self, all_prompts, all_seeds):
         self.sampler = sd_samplers.create_sampler(self.sampler_name, self.sd_model)
+        add_color_corrections = shared.opts.img2img_color_correction and self.color_corrections is None
+        if add_color_corrections:
+            self.color_corrections = []
         arrays = []
         for img in self.init_images:
             image = img.convert("RGB").resize((self.width, self.height))
+            if add_color_corrections:
+                self.color_corrections.append(setup_color_correction(image))
             arrays.append(np.moveaxis(np.asarray(image, dtype=np.float32) / 255.0, 2, 0))
+        if self.color_corrections is not None and len(self.color_corrections) == 1:
+            self.color_corrections = self.color_corrections * self.batch_size
         batch = np.expand_dims(arrays[0], 0).repeat(self.batch_size, 0) if len(arrays) == 1 else np.stack(arrays)
         image = torch.from_numpy(batch).to(devices.device, dtype=devices.dtype_vae)
         self.init_latent = self.sd_model.get_first_stage_encoding(self.sd_model.encode_first_stage(image * 2 - 1))
@@ -202,9 +229,12 @@ def process_images(p):
                 batch_params = scripts.PostprocessBatchListArgs(list(decoded))
                 p.scripts.postprocess_batch_list(p, batch_params, batch_number=n)
                 decoded = batch_params.images
-            for x_sample in decoded:
+            for i, x_sample in enumerate(decoded):
                 array = (255.0 * np.moveaxis(x_sample.cpu().numpy(), 0, 2)).astype(np.uint8)
                 image = Image.fromarray(array)
+                corrections = getattr(p, "color_corrections", None)
+                if corrections is not None and i < len(corrections):
+                    image = apply_color_correction(corrections[i], image)
                 if p.scripts is not None:
                     pp = scripts.PostprocessImageArgs(image)
                     p.scripts.postprocess_image(p, pp)
@@ -213,6 +243,8 @@ def process_images(p):
                 infotexts.append(text)
                 image.info["parameters"] = text
                 output_images.append(image)
+    if hasattr(p, "color_corrections"):
+        p.color_corrections = None
     res = Processed(p, output_images, infotexts)
     if p.scripts is not None:
         p.scripts.postprocess(p, res)

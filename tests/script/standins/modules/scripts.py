@@ -96,7 +96,7 @@ class ScriptRunner:
         for script in scripts:
             script.alwayson = True
             script.args_from = start
-            script.args_to = start + 13
+            script.args_to = start + getattr(script, "args_count", 13)  # A1111: the ui() components
             start = script.args_to
             self.alwayson_scripts.append(script)
 

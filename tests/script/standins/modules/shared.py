@@ -57,6 +57,7 @@ class State:
 
 
 opts = Options()
+opts.data["img2img_color_correction"] = False  # A1111 1.10 default
 cmd_opts = types.SimpleNamespace(ic_light_dir=None)
 state = State()
 sd_model = None

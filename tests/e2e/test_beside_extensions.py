@@ -1,0 +1,172 @@
+"""IC-Light beside other extensions and WebUI features, through a live WebUI's API.
+
+Skipped unless WEBUI_URL is set (see conftest.py); each test also skips when the
+extension it needs is not installed on that server. Third-party extensions go in with
+``tests/e2e/extensions/install.sh``. "Works" means: IC-Light is applied (the image differs
+from the other extension alone), the other extension's effect is kept (the image differs
+from IC-Light alone), and the next plain image is bit-identical to one made before.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from .conftest import SIZE, WebUI, decode, encode, make_light_map, make_subject
+
+
+def first_image(response: Any) -> Image.Image:
+    assert response.status_code == 200, f"{response.status_code}: {response.text[:2000]}"
+    return decode(response.json()["images"][0])
+
+
+def same(a: Image.Image, b: Image.Image) -> bool:
+    return a.convert("RGB").tobytes() == b.convert("RGB").tobytes()
+
+
+def script_info(webui: WebUI, title: str, is_img2img: bool = False) -> dict[str, Any] | None:
+    response = webui.get("/sdapi/v1/script-info")
+    if response.status_code != 200:
+        return None
+    return next((s for s in response.json() if s["name"] == title.lower() and s["is_alwayson"]
+                 and s["is_img2img"] == is_img2img), None)
+
+
+def ic_img2img_payload(webui: WebUI, **overrides: Any) -> dict[str, Any]:
+    args = webui.ic_args(input_fg=encode(make_light_map()))
+    return webui.ic_payload(args, init_images=[encode(make_subject())], denoising_strength=0.9, **overrides)
+
+
+# -- IC Light's args in other forms -------------------------------------------------------
+
+
+def test_a_bare_dict_of_args_gives_the_same_image_as_the_list_form(webui: WebUI) -> None:
+    args = webui.ic_args()
+    listed = first_image(webui.post("txt2img", webui.plain_payload(alwayson_scripts={"IC Light": {"args": [args]}})))
+    bare = first_image(webui.post("txt2img", webui.plain_payload(alwayson_scripts={"IC Light": {"args": args}})))
+    assert same(listed, bare)
+
+
+@pytest.mark.parametrize("args", [None, 3, "on"])
+def test_args_neither_list_nor_dict_are_refused_naming_args(webui: WebUI, args: Any) -> None:
+    response = webui.post("txt2img", webui.plain_payload(alwayson_scripts={"IC Light": {"args": args}}))
+    assert response.status_code == 422, response.text[:500]
+    assert "alwayson_scripts.IC Light.args: expected a list of the 13 values" in response.json()["detail"]
+
+
+# -- ControlNet ---------------------------------------------------------------------------
+
+
+def controlnet_model(webui: WebUI) -> str:
+    if script_info(webui, "ControlNet") is None:
+        pytest.skip("no ControlNet on this server")
+    response = webui.get("/controlnet/model_list")
+    models = [m for m in (response.json().get("model_list") or []) if m and m != "None"] if response.status_code == 200 else []
+    if not models:
+        pytest.skip("no ControlNet model on this server")
+    return models[0]
+
+
+def controlnet_units(model: str, count: int) -> list[dict[str, Any]]:
+    hint = encode(make_light_map(SIZE).transpose(Image.Transpose.ROTATE_90))
+    return [{"enabled": True, "module": "none", "model": model, "image": hint, "weight": 1.0,
+             "resize_mode": "Crop and Resize", "processor_res": SIZE} for _ in range(count)]
+
+
+@pytest.mark.parametrize("mode", ["txt2img", "img2img"])
+@pytest.mark.parametrize("units", [1, 2])
+def test_controlnet_and_ic_light_are_both_applied(webui: WebUI, assert_model_untouched, mode: str, units: int) -> None:
+    model = controlnet_model(webui)
+    control = {"ControlNet": {"args": controlnet_units(model, units)}}
+    if mode == "txt2img":
+        ic = webui.ic_payload(webui.ic_args())
+        plain = webui.plain_payload()
+    else:
+        ic = ic_img2img_payload(webui)
+        plain = {k: v for k, v in ic.items() if k != "alwayson_scripts"}
+    both = first_image(webui.post(mode, {**ic, "alwayson_scripts": {**ic["alwayson_scripts"], **control}}))
+    control_alone = first_image(webui.post(mode, {**plain, "alwayson_scripts": control}))
+    ic_alone = first_image(webui.post(mode, ic))
+    assert not same(both, control_alone), "IC-Light was dropped beside ControlNet"
+    assert not same(both, ic_alone), "ControlNet was dropped beside IC-Light"
+    assert_model_untouched()
+
+
+# -- colour correction (img2img) ----------------------------------------------------------
+
+
+def mean_saturation(image: Image.Image) -> float:
+    data = list(image.convert("HSV").getdata())
+    return sum(pixel[1] for pixel in data) / len(data)
+
+
+def test_img2img_colour_correction_is_matched_to_the_subject_not_the_grey_light_map(webui: WebUI, assert_model_untouched) -> None:
+    args = webui.ic_args(input_fg=encode(Image.new("RGB", (SIZE, SIZE), (127, 127, 127))))
+    payload = webui.ic_payload(args, init_images=[encode(make_subject())], denoising_strength=0.9,
+                               override_settings={"img2img_color_correction": True})
+    corrected = first_image(webui.post("img2img", payload))
+    assert mean_saturation(corrected) > 5.0, "the result was matched to the grey light map"
+    assert_model_untouched()
+
+
+# -- Tiled Diffusion (multidiffusion-upscaler-for-automatic1111) ----------------------------
+
+
+def args_by_label(info: dict[str, Any], values: dict[str, Any]) -> list[Any]:
+    """The script's defaults, with the args whose label starts with a key of ``values`` set."""
+    args = [arg.get("value") for arg in info["args"]]
+    for label, value in values.items():
+        index = next((i for i, arg in enumerate(info["args"]) if str(arg.get("label") or "").startswith(label)), None)
+        if index is None:
+            pytest.skip(f"no arg labelled {label!r} in {info['name']}")
+        args[index] = value
+    return args
+
+
+def test_tiled_diffusion_is_refused_naming_tiles(webui: WebUI, assert_model_untouched) -> None:
+    info = script_info(webui, "Tiled Diffusion")
+    if info is None:
+        pytest.skip("no Tiled Diffusion on this server")
+    tiled = {"Tiled Diffusion": {"args": args_by_label(info, {
+        "Enable Tiled Diffusion": True, "Latent tile width": 8, "Latent tile height": 8, "Latent tile overlap": 4,
+    })}}
+    alone = webui.post("txt2img", webui.plain_payload(width=128, height=128, alwayson_scripts=tiled))
+    assert alone.status_code == 200, alone.text[:500]
+    ic = webui.ic_payload(webui.ic_args(), width=128, height=128)
+    response = webui.post("txt2img", {**ic, "alwayson_scripts": {**ic["alwayson_scripts"], **tiled}})
+    assert response.status_code == 422, response.text[:500]
+    assert "samples the image in tiles (Tiled Diffusion, MultiDiffusion)" in response.json()["detail"]
+    assert_model_untouched()
+
+
+# -- agent-scheduler ------------------------------------------------------------------------
+
+
+def queued_image(webui: WebUI, payload: dict[str, Any]) -> Image.Image:
+    response = webui.session.post(f"{webui.url}/agent-scheduler/v1/queue/txt2img", json=payload, timeout=60)
+    assert response.status_code == 200, response.text[:500]
+    task_id = response.json()["task_id"]
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        task = webui.get(f"/agent-scheduler/v1/task/{task_id}").json()["data"]
+        if task["status"] in ("done", "failed", "interrupted"):
+            break
+        time.sleep(2)
+    assert task["status"] == "done", task
+    results = webui.get(f"/agent-scheduler/v1/task/{task_id}/results").json()
+    assert results["success"], results
+    return decode(results["data"][0]["image"])
+
+
+def test_agent_scheduler_queues_the_bare_dict_form_with_ic_light(webui: WebUI) -> None:
+    if webui.get("/agent-scheduler/v1/queue").status_code != 200:
+        pytest.skip("no agent-scheduler on this server")
+    args = webui.ic_args()
+    direct = first_image(webui.post("txt2img", webui.plain_payload(alwayson_scripts={"IC Light": {"args": [args]}})))
+    plain = first_image(webui.post("txt2img", webui.plain_payload()))
+    queued = queued_image(webui, webui.plain_payload(alwayson_scripts={"IC Light": {"args": args}}))
+    assert not same(queued, plain), "the queued task ran without IC-Light"
+    assert same(queued, direct)

@@ -1,0 +1,204 @@
+"""The real "IC Light" script beside stand-ins of other extensions on the stand-in A1111.
+
+Each stand-in does to the model what a real extension does (named in its docstring):
+IC-Light is applied beside it, or the generation stops with an error that names the
+conflict; never an image without IC-Light, and the UNet is restored either way.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from lib_iclight.errors import ICLightConflict
+from lib_iclight.images import composite_on_grey
+from lib_iclight.lightmaps import make_lightmap
+from tests.helpers.images import to_base64
+from tests.helpers.tiny_unet import assert_same, snapshot
+from tests.script.test_script_a1111 import SUBJECT, default_args, ic_args, pixels, same_images
+
+
+class StandInScript:
+    """An AlwaysOn script of another extension: one arg, its "enabled" checkbox."""
+
+    args_count = 1
+    filename = "standin.py"
+
+    def title(self) -> str:
+        return type(self).__name__
+
+    def __getattr__(self, hook):  # every other hook does nothing
+        if hook.startswith("__"):
+            raise AttributeError(hook)
+        return lambda *args, **kwargs: None
+
+
+class ModelSwapper(StandInScript):
+    """Samples with its own copy of the UNet, made before IC-Light patched it: what an
+    extension that replaces the model or its forward for sampling amounts to."""
+
+    def process_before_every_sampling(self, p, enabled, **kwargs):
+        if not enabled:
+            return
+        model = p.sd_model.model
+        own = copy.deepcopy(model.diffusion_model)
+        sample = p.sampler.sample
+
+        def swapped(*args, **kw):
+            real, model.diffusion_model = model.diffusion_model, own
+            try:
+                return sample(*args, **kw)
+            finally:
+                model.diffusion_model = real
+
+        p.sampler.sample = swapped
+
+
+class ControlNetLike(StandInScript):
+    """sd-webui-controlnet (``scripts/hook.py``): the UNet's ``forward`` is replaced by one
+    that first runs a 4-channel control model on ``x`` and adds its output; the UNet's own
+    blocks run after it."""
+
+    def __init__(self):
+        torch.manual_seed(7)
+        self.control = torch.nn.Conv2d(4, 4, 3, padding=1)
+
+    def process_before_every_sampling(self, p, enabled, **kwargs):
+        if not enabled:
+            return
+        unet = p.sd_model.model.diffusion_model
+        forward = type(unet).forward.__get__(unet)
+        control = self.control
+
+        def forward_with_control(x, timesteps=None, context=None, **kw):
+            hint = control(x.to(control.weight.dtype))  # a 4-channel model: 8 channels fail here
+            return forward(x, timesteps, context, **kw) + 0.5 * hint.to(x.dtype)
+
+        unet.forward = forward_with_control
+
+    def postprocess(self, p, processed, enabled):
+        p.sd_model.model.diffusion_model.__dict__.pop("forward", None)
+
+
+class TiledLike(StandInScript):
+    """Tiled Diffusion (multidiffusion-upscaler-for-automatic1111): the UNet is called on
+    tiles of the latent, two halves here."""
+
+    def process_before_every_sampling(self, p, enabled, **kwargs):
+        if not enabled:
+            return
+        unet = p.sd_model.model.diffusion_model
+        forward = type(unet).forward.__get__(unet)
+
+        def tiled(x, timesteps=None, context=None, **kw):
+            half = x.shape[-1] // 2
+            left = forward(x[..., :half], timesteps, context, **kw)
+            right = forward(x[..., half:], timesteps, context, **kw)
+            return torch.cat([left, right], dim=-1)
+
+        unet.forward = tiled
+
+    def postprocess(self, p, processed, enabled):
+        p.sd_model.model.diffusion_model.__dict__.pop("forward", None)
+
+
+def run_beside(webui, other, ic, enabled=True, img2img=False, **kwargs):
+    """One generation with IC Light (args ``ic``, or its defaults) and ``other`` after it."""
+    from modules import processing, scripts
+
+    if img2img:
+        p = processing.StableDiffusionProcessingImg2Img(prompt="a photo", init_images=[kwargs.pop("init_image", SUBJECT)], **kwargs)
+    else:
+        p = processing.StableDiffusionProcessingTxt2Img(prompt="a photo", **kwargs)
+    runner = [webui.script] + ([other] if other is not None else [])
+    p.scripts = scripts.ScriptRunner(runner)
+    p.script_args = tuple((ic if ic is not None else default_args()) + ([enabled] if other is not None else []))
+    try:
+        return p, processing.process_images(p)
+    finally:
+        if other is not None and getattr(p.sd_model.model.diffusion_model, "forward", None) is not None:
+            p.sd_model.model.diffusion_model.__dict__.pop("forward", None)
+
+
+@pytest.fixture
+def unet(webui):
+    return webui.model.model.diffusion_model
+
+
+def test_a_model_replaced_for_sampling_stops_the_generation_and_names_the_extension(webui, unet):
+    before = snapshot(unet)
+    plain = pixels(run_beside(webui, None, None)[1])
+    with pytest.raises(ICLightConflict, match=r"^IC Light: none of the \d+ UNet calls of this generation received "
+                       r"IC-Light's conditioning: .* Enabled beside it: ModelSwapper\. No image was returned"):
+        run_beside(webui, ModelSwapper(), ic_args())
+    assert_same(unet, before)
+    assert same_images(pixels(run_beside(webui, None, None)[1]), plain)
+
+
+def test_the_safety_net_is_what_stops_it(webui, unet, monkeypatch):
+    """Negative control: without the delivery check, the swapped model returns an image
+    without IC-Light, bit-identical to the other extension alone."""
+    from lib_iclight.backends import controller
+
+    monkeypatch.setattr(controller, "require_delivery", lambda *args, **kwargs: None)
+    _, with_ic = run_beside(webui, ModelSwapper(), ic_args())
+    _, alone = run_beside(webui, ModelSwapper(), None)
+    assert same_images(pixels(with_ic, 1), pixels(alone))
+
+
+def test_a_disabled_extension_beside_it_is_not_named(webui):
+    _, processed = run_beside(webui, ModelSwapper(), ic_args(), enabled=False)
+    assert len(processed.images) == 2
+
+
+@pytest.mark.parametrize("img2img", [False, True])
+def test_a_replaced_unet_forward_with_a_4_channel_control_model_works(webui, unet, img2img):
+    before = snapshot(unet)
+    kwargs = {"img2img": img2img}
+    ic = ic_args(input_fg=to_base64(make_lightmap("left", 64, 64))) if img2img else ic_args()
+    plain = pixels(run_beside(webui, None, None, **kwargs)[1])
+    control_alone = pixels(run_beside(webui, ControlNetLike(), None, **kwargs)[1])
+    ic_alone = pixels(run_beside(webui, None, ic, **kwargs)[1], 1)
+    _, both = run_beside(webui, ControlNetLike(), ic, **kwargs)
+    both = pixels(both, 1)
+    assert not same_images(control_alone, plain)  # the control model changes the image
+    assert not same_images(both, control_alone)  # IC-Light is applied
+    assert not same_images(both, ic_alone)  # and so is the control model
+    assert_same(unet, before)
+    assert same_images(pixels(run_beside(webui, None, None, **kwargs)[1]), plain)
+
+
+def test_tiled_sampling_is_refused_naming_tiles(webui, unet):
+    before = snapshot(unet)
+    plain = pixels(run_beside(webui, None, None)[1])
+    assert len(run_beside(webui, TiledLike(), None)[1].images) == 1  # works alone
+    with pytest.raises(ICLightConflict, match=r"^IC Light: the UNet was called on a latent of \(8, 4\) while the "
+                       r"image's latent, and IC-Light's conditioning, is \(8, 8\): an extension that samples the image in tiles"):
+        run_beside(webui, TiledLike(), ic_args())
+    assert_same(unet, before)
+    assert same_images(pixels(run_beside(webui, None, None)[1]), plain)
+
+
+def _saturation(image) -> float:
+    hsv = torch.tensor(list(image.convert("HSV").getdata()), dtype=torch.float32)
+    return float(hsv[:, 1].mean())
+
+
+def test_img2img_color_correction_matches_the_subject_not_the_light_map(webui, unet):
+    from modules import processing
+
+    before = snapshot(unet)
+    ic = ic_args(input_fg=to_base64(make_lightmap("ambient", 64, 64)))
+    _, uncorrected = run_beside(webui, None, ic, img2img=True)
+    webui.shared.opts.data["img2img_color_correction"] = True
+    try:
+        p, corrected = run_beside(webui, None, ic, img2img=True)
+    finally:
+        webui.shared.opts.data["img2img_color_correction"] = False
+    expected = processing.apply_color_correction(processing.setup_color_correction(composite_on_grey(SUBJECT)), uncorrected.images[0])
+    assert list(corrected.images[0].getdata()) == list(expected.getdata())
+    grey_target = processing.apply_color_correction(processing.setup_color_correction(p.init_images[0]), uncorrected.images[0])
+    assert _saturation(grey_target) < 1.0 < _saturation(corrected.images[0])  # what the light map's target gave
+    assert_same(unet, before)
