@@ -68,8 +68,10 @@ def normalise_payload(payload: Any) -> bool:
 
 
 def _error_body(error: ICLightError) -> bytes:
-    # The WebUIs' own error bodies: {"error": <type>, "detail": <message>, ...}
-    return json.dumps({"error": type(error).__name__, "detail": str(error)}).encode()
+    """The WebUIs' own error body (``modules/api/api.py``, ``handle_exception``), where the
+    message is under ``errors``; ``detail`` carries it too, as FastAPI's answers do."""
+    message = str(error)
+    return json.dumps({"error": type(error).__name__, "detail": message, "body": "", "errors": message}).encode()
 
 
 class ScriptArgsMiddleware:

@@ -175,7 +175,9 @@ def test_args_neither_list_nor_dict_answer_422_naming_args(args):
     body = {"alwayson_scripts": {"IC Light": {"args": args}}}
     response = TestClient(_generation_app()).post("/sdapi/v1/txt2img", json=body)
     assert response.status_code == 422
-    assert response.json()["detail"].startswith("alwayson_scripts.IC Light.args: expected a list of the 13 values or an object")
+    body = response.json()
+    assert body["error"] == "ICLightError" and body["detail"] == body["errors"]
+    assert body["errors"].startswith("alwayson_scripts.IC Light.args: expected a list of the 13 values or an object")
 
 
 def test_an_entry_that_is_not_an_object_answers_422():
