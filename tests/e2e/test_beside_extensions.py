@@ -170,3 +170,73 @@ def test_agent_scheduler_queues_the_bare_dict_form_with_ic_light(webui: WebUI) -
     queued = queued_image(webui, webui.plain_payload(alwayson_scripts={"IC Light": {"args": args}}))
     assert not same(queued, plain), "the queued task ran without IC-Light"
     assert same(queued, direct)
+
+
+def test_tiled_vae_encodes_ic_lights_conditioning_too(webui: WebUI, assert_model_untouched) -> None:
+    info = script_info(webui, "Tiled VAE")
+    if info is None:
+        pytest.skip("no Tiled VAE on this server")
+    tiled = {"Tiled VAE": {"args": args_by_label(info, {"Enable Tiled VAE": True, "Encoder Tile Size": 256, "Decoder Tile Size": 32})}}
+    alone = first_image(webui.post("txt2img", webui.plain_payload(width=128, height=128, alwayson_scripts=tiled)))
+    ic = webui.ic_payload(webui.ic_args(), width=128, height=128)
+    ic_alone = first_image(webui.post("txt2img", ic))
+    both = first_image(webui.post("txt2img", {**ic, "alwayson_scripts": {**ic["alwayson_scripts"], **tiled}}))
+    assert not same(both, alone), "IC-Light was dropped beside Tiled VAE"
+    assert both.size == ic_alone.size == (128, 128)
+    assert_model_untouched()
+
+
+# -- the Forge family's built-ins -----------------------------------------------------------
+
+BUILTINS: dict[str, dict[str, Any]] = {
+    # script-info name (lower case) prefix -> args to set by label prefix (besides the first,
+    # the enable checkbox). 128x128: at 64x64 SD1.5's deepest blocks are 1x1 and FreeU's
+    # normalisation divides 0 by 0 (a black image with or without IC-Light).
+    "freeu integrated": {},
+    "selfattentionguidance integrated": {},
+    "perturbedattentionguidance integrated": {},
+    "kohya hrfix integrated": {},
+    "multidiffusion integrated": {"Tile Width": 64, "Tile Height": 64, "Tile Overlap": 16},
+    "stylealign integrated": {},
+    "dynamicthresholding (cfg-fix) integrated": {},
+    "latentmodifier integrated": {},
+    "never oom integrated": {},
+    "hypertile integrated": {},
+}
+REFUSED = {("reforge", "multidiffusion integrated"): "reForge's MultiDiffusion Integrated samples the UNet in tiles"}
+
+
+def builtin_args(info: dict[str, Any], values: dict[str, Any]) -> list[Any]:
+    args = [arg.get("value") for arg in info["args"]]
+    args[0] = True
+    for label, value in values.items():
+        index = next((i for i, arg in enumerate(info["args"]) if str(arg.get("label") or "").startswith(label)), None)
+        if index is not None:
+            args[index] = value
+    return args
+
+
+@pytest.mark.parametrize("name", list(BUILTINS))
+def test_forge_builtins_beside_ic_light(webui: WebUI, assert_model_untouched, name: str) -> None:
+    response = webui.get("/sdapi/v1/script-info")
+    info = next((s for s in response.json() if s["name"].startswith(name) and s["is_alwayson"] and not s["is_img2img"]), None)
+    if info is None:
+        pytest.skip(f"no built-in {name!r} on this server")
+    backend = webui.get("/ic-light/v1/status").json().get("backend")
+    size = {"width": 128, "height": 128, "batch_size": 2}
+    builtin = {info["name"]: {"args": builtin_args(info, BUILTINS[name])}}
+    plain = first_image(webui.post("txt2img", webui.plain_payload(**size)))
+    alone = first_image(webui.post("txt2img", webui.plain_payload(alwayson_scripts=builtin, **size)))
+    ic = webui.ic_payload(webui.ic_args(), **size)
+    response = webui.post("txt2img", {**ic, "alwayson_scripts": {**ic["alwayson_scripts"], **builtin}})
+    refusal = REFUSED.get((backend, name))
+    if refusal is not None:
+        assert response.status_code == 422, response.text[:500]
+        assert refusal in response.text, response.text[:2000]
+    else:
+        both = first_image(response)
+        ic_alone = first_image(webui.post("txt2img", ic))
+        assert not same(both, alone), f"IC-Light was dropped beside {info['name']}"
+        if not same(alone, plain):  # the built-in changes a plain image: its effect must stay
+            assert not same(both, ic_alone), f"{info['name']} was dropped beside IC-Light"
+    assert_model_untouched()

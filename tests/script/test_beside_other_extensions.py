@@ -202,3 +202,24 @@ def test_img2img_color_correction_matches_the_subject_not_the_light_map(webui, u
     grey_target = processing.apply_color_correction(processing.setup_color_correction(p.init_images[0]), uncorrected.images[0])
     assert _saturation(grey_target) < 1.0 < _saturation(corrected.images[0])  # what the light map's target gave
     assert_same(unet, before)
+
+
+def test_the_img2img_batch_tab_reusing_one_p_gives_each_image_as_made_alone(webui, unet):
+    """A1111's ``img2img.process_batch`` (1.10, l. 52-133) runs ``process_images`` on one
+    ``p`` per file of the folder, setting ``p.init_images = [img] * p.batch_size`` each time."""
+    from modules import processing, scripts
+
+    from tests.helpers.images import disc_image
+
+    before = snapshot(unet)
+    subjects = [SUBJECT, disc_image(64, radius=14.0, fg=(40, 160, 90)), SUBJECT.transpose(0)]
+    ic = ic_args(input_fg=to_base64(make_lightmap("right", 64, 64)))
+    alone = [pixels(run_beside(webui, None, ic, img2img=True, init_image=image, batch_size=2)[1], 2) for image in subjects]
+    p = processing.StableDiffusionProcessingImg2Img(prompt="a photo", init_images=[SUBJECT], batch_size=2)
+    p.scripts = scripts.ScriptRunner([webui.script])
+    p.script_args = tuple(ic)
+    for image, expected in zip(subjects, alone):
+        p.init_images = [image] * p.batch_size
+        assert same_images(pixels(processing.process_images(p), 2), expected)
+    assert not same_images(alone[0], alone[1])
+    assert_same(unet, before)
