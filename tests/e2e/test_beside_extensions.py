@@ -70,9 +70,17 @@ def controlnet_model(webui: WebUI) -> str:
     return models[0]
 
 
-def controlnet_units(model: str, count: int) -> list[dict[str, Any]]:
+def no_preprocessor(webui: WebUI) -> str:
+    """The "none" preprocessor as this ControlNet spells it (sd-webui-controlnet: "none",
+    the Forge family's built-in: "None"); an unknown name makes the built-in skip the unit."""
+    response = webui.get("/controlnet/module_list")
+    modules = response.json().get("module_list", []) if response.status_code == 200 else []
+    return next((m for m in modules if str(m).lower() == "none"), "None")
+
+
+def controlnet_units(webui: WebUI, model: str, count: int) -> list[dict[str, Any]]:
     hint = encode(make_light_map(SIZE).transpose(Image.Transpose.ROTATE_90))
-    return [{"enabled": True, "module": "none", "model": model, "image": hint, "weight": 1.0,
+    return [{"enabled": True, "module": no_preprocessor(webui), "model": model, "image": hint, "weight": 1.0,
              "resize_mode": "Crop and Resize", "processor_res": SIZE} for _ in range(count)]
 
 
@@ -80,7 +88,7 @@ def controlnet_units(model: str, count: int) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("units", [1, 2])
 def test_controlnet_and_ic_light_are_both_applied(webui: WebUI, assert_model_untouched, mode: str, units: int) -> None:
     model = controlnet_model(webui)
-    control = {"ControlNet": {"args": controlnet_units(model, units)}}
+    control = {"ControlNet": {"args": controlnet_units(webui, model, units)}}
     if mode == "txt2img":
         ic = webui.ic_payload(webui.ic_args())
         plain = webui.plain_payload()
