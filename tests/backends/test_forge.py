@@ -9,6 +9,7 @@ import torch
 
 from lib_iclight.backends import forge_common
 from lib_iclight.backends.forge import ForgeBackend
+from lib_iclight.delivery import DeliveryProbe, require_delivery
 from lib_iclight.errors import ICLightConflict, ICLightError
 from tests.backends import harness as h
 from tests.helpers.tiny_unet import assert_same, snapshot
@@ -304,8 +305,6 @@ def test_models_built_under_inference_mode_as_forge_2_loads_them(standins):
 
 
 def test_the_delivery_probe_sees_the_conditioning_reach_the_unet(standins):
-    from lib_iclight.delivery import DeliveryProbe, require_delivery
-
     unet = h.tiny_unet()
     p = h.forge_p(unet)
     backend = ForgeBackend()
@@ -322,8 +321,6 @@ def test_a_clone_dropped_after_install_is_caught_by_the_delivery_probe(standins)
     """What Forge 2 and reForge showed beside FreeU Integrated: the patcher sampled is not
     IC-Light's clone, and the images equal FreeU's alone. The probe on the shared UNet
     module sees only 4-channel calls, and the check names what was enabled beside it."""
-    from lib_iclight.delivery import DeliveryProbe, require_delivery
-
     unet = h.tiny_unet()
     before = snapshot(unet)
     p = h.forge_p(unet)

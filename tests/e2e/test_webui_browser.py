@@ -284,3 +284,37 @@ def test_live_generate_infotext_and_paste(
     assert len(restored) >= len(entries) - 1 and restored == {key: entries[key] for key in restored}
     page.locator("#iclight_txt2img_enable").screenshot(path=str(shots / "live-txt2img-pasted.png"))
     assert _messages(watch) <= webui_own_errors, watch.errors
+
+
+def test_live_agent_scheduler_ui_queue_runs_ic_light(webui: WebUI, webui_page: Any, subject_file: Path, shots: Path) -> None:
+    """A task queued from the page with agent-scheduler's Enqueue button carries the panel's
+    images and runs with IC-Light (its infotext has IC-Light's entries)."""
+    import time
+
+    if webui.get("/agent-scheduler/v1/queue").status_code != 200:
+        pytest.skip("no agent-scheduler on this server")
+    page, _ = webui_page
+    if page.locator("#txt2img_enqueue").count() == 0:
+        pytest.skip("agent-scheduler's Enqueue button is not on the page")
+    before = {task["id"] for task in webui.get("/agent-scheduler/v1/history?limit=100").json()["tasks"]}
+    panel = PanelPage(page, "txt2img", timeout_ms=GENERATION_MS)
+    panel.open()
+    panel.upload("input_fg", subject_file)
+    page.locator("#txt2img_prompt textarea").fill("a photo of a person, queued")
+    for name, value in (("steps", 4), ("width", SIZE), ("height", SIZE)):
+        _set_number(page, f"#txt2img_{name}", value)
+    page.locator("#txt2img_seed input").first.fill(str(SEED))
+    page.locator("#txt2img_enqueue").click()
+    deadline = time.monotonic() + GENERATION_MS / 1000
+    task = None
+    while time.monotonic() < deadline and task is None:
+        page.wait_for_timeout(2000)
+        history = webui.get("/agent-scheduler/v1/history?limit=100").json()["tasks"]
+        task = next((t for t in history if t["id"] not in before), None)
+    assert task is not None, "the queued task never finished"
+    assert task["status"] == "done", task
+    results = webui.get(f"/agent-scheduler/v1/task/{task['id']}/results").json()
+    assert results["success"], results
+    entries = _infotext_entries(results["data"][0]["infotext"])
+    assert entries.get("IC Light") == "True" and "IC Light model" in entries, results["data"][0]["infotext"]
+    page.screenshot(path=str(shots / "live-agent-scheduler-queued.png"), full_page=False)

@@ -15,7 +15,7 @@ import torch
 from lib_iclight.errors import ICLightConflict
 from lib_iclight.images import composite_on_grey
 from lib_iclight.lightmaps import make_lightmap
-from tests.helpers.images import to_base64
+from tests.helpers.images import disc_image, to_base64
 from tests.helpers.tiny_unet import assert_same, snapshot
 from tests.script.test_script_a1111 import SUBJECT, default_args, ic_args, pixels, same_images
 
@@ -208,8 +208,6 @@ def test_the_img2img_batch_tab_reusing_one_p_gives_each_image_as_made_alone(webu
     """A1111's ``img2img.process_batch`` (1.10, l. 52-133) runs ``process_images`` on one
     ``p`` per file of the folder, setting ``p.init_images = [img] * p.batch_size`` each time."""
     from modules import processing, scripts
-
-    from tests.helpers.images import disc_image
 
     before = snapshot(unet)
     subjects = [SUBJECT, disc_image(64, radius=14.0, fg=(40, 160, 90)), SUBJECT.transpose(0)]
