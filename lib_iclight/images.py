@@ -302,6 +302,14 @@ def numpy_to_pil(array: np.ndarray, arg: str = "image", max_pixels: int = MAX_PI
     return Image.fromarray(pixels, "RGBA" if pixels.shape[2] == 4 else "RGB")
 
 
+def to_png_data_url(img: Image.Image) -> str:
+    """``img`` as a ``data:image/png;base64,...`` string: lossless, and what
+    :func:`decode_image` reads back to the same pixels and mode."""
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 def pil_to_numpy(img: Image.Image) -> np.ndarray:
     """A PIL image -> HWC uint8 0..255 (3 channels for RGB, 4 for RGBA; other modes become RGB)."""
     if img.mode not in ("RGB", "RGBA"):

@@ -93,6 +93,9 @@ class ICLightScript(scripts.Script):
         self.paste_field_names = [key for _, key in panel.infotext_fields]
         return panel.components
 
+    def before_process(self, p, *args):
+        controller().before_process(p, self.args_from, self.args_to)
+
     def process(self, p, *args):
         controller().process(p, *args)
 

@@ -5,6 +5,7 @@ A1111, Forge 2, Forge Classic and reForge all drive AlwaysOn scripts through the
 differs, and that is the :class:`~lib_iclight.backends.base.Backend`'s job. The
 controller turns hook calls into core calls:
 
+``before_process``                   with sd-webui-distributed loaded, the panel's images as base64
 ``process``                          parse args, pick the model, prepare images, refuse bad requests,
                                      guard ``p.sample`` with the delivery probe
 ``process_before_every_sampling``    encode the conditioning at this pass's size, install; the colour
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -49,6 +51,8 @@ logger = logging.getLogger("iclight.controller")
 
 _REQUEST = "_iclight_request"
 _SAMPLE_GUARD = "_iclight_sample_guard"
+_DISTRIBUTE = "Distribute"
+"""The title of sd-webui-distributed's AlwaysOn script."""
 _LATENT_CACHE_SIZE = 8
 _SUBJECT_CACHE_SIZE = 2
 
@@ -68,6 +72,9 @@ class Request:
     concat_by_size: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
     subject_image: Image.Image | None = None
     """img2img: the input photo as sent, flattened on grey; the colour correction target."""
+    local_images: int | None = None
+    """How many images this WebUI makes for the request (batch size x count); images other
+    extensions add to the output (another machine's share, ControlNet's maps) get no extras."""
 
 
 def _digest(*parts: Image.Image | None) -> str:
@@ -148,6 +155,34 @@ def enabled_beside(p: Any) -> list[str]:
     return titles
 
 
+def json_ready_script_args(p: Any, args_from: int | None, args_to: int | None) -> int:
+    """Turn the images among ``p.script_args[args_from:args_to]`` into PNG data URLs.
+
+    sd-webui-distributed (8fd65eb, ``scripts/distributed.py`` l. 200-236) copies every
+    AlwaysOn script's raw args into the JSON payload of its workers, and the panel gives PIL
+    images: the worker's share failed with "Object of type Image is not JSON serializable".
+    Its ``before_process`` must see the strings, so this runs in ours, which comes first
+    where extensions load by folder name ("sd-webui-ic-light" before
+    "stable-diffusion-webui-distributed"). :func:`~lib_iclight.images.decode_image` reads
+    them back to the same pixels. Returns how many were turned.
+    """
+    values = getattr(p, "script_args", None)
+    if not values or args_from is None or args_to is None:
+        return 0
+    changed = list(values)
+    count = 0
+    for index in range(args_from, min(args_to, len(changed))):
+        value = changed[index]
+        if isinstance(value, np.ndarray):
+            value = images.numpy_to_pil(value)
+        if isinstance(value, Image.Image):
+            changed[index] = images.to_png_data_url(value)
+            count += 1
+    if count:
+        p.script_args = tuple(changed) if isinstance(values, tuple) else changed
+    return count
+
+
 def _guarded(hook: Callable[..., Any]) -> Callable[..., Any]:
     """Run a hook; on any error, arm the tripwire so the generation stops with it."""
 
@@ -187,6 +222,20 @@ class ICLightController:
         self._latents: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._subjects: OrderedDict[tuple, subject.PreparedImages] = OrderedDict()
 
+    # -- before_process ----------------------------------------------------------------
+
+    def before_process(self, p: Any, args_from: int | None, args_to: int | None) -> None:
+        """Where sd-webui-distributed is loaded, hand it args it can send as JSON. Best
+        effort: ``process`` refuses what cannot be read, as for any request."""
+        runner = getattr(p, "scripts", None)
+        titles = {str(getattr(script, "title", lambda: "")()) for script in getattr(runner, "alwayson_scripts", None) or ()}
+        if _DISTRIBUTE not in titles:
+            return
+        try:
+            json_ready_script_args(p, args_from, args_to)
+        except Exception:  # noqa: BLE001 - process() will say what is wrong with the image
+            logger.warning("IC Light: could not turn the panel's images into base64 for sd-webui-distributed", exc_info=True)
+
     # -- process ---------------------------------------------------------------------
 
     @_guarded
@@ -220,7 +269,8 @@ class ICLightController:
             background = None
         else:
             prepared, background = self._prepare_txt2img(args, info, width, height)
-        request = Request(args, info, offsets, prepared, background, is_img2img, subject_image=subject_image)
+        request = Request(args, info, offsets, prepared, background, is_img2img, subject_image=subject_image,
+                          local_images=int(getattr(p, "batch_size", 1)) * int(getattr(p, "n_iter", 1)))
         setattr(p, _REQUEST, request)
         self._guard_sampling(p, request)
         p.extra_generation_params.update(args.infotext(model_name=info.name))
@@ -454,7 +504,9 @@ class ICLightController:
 
     def _append_outputs(self, request: Request, processed: Any) -> None:
         settings = self.settings()
-        generated = list(processed.images[getattr(processed, "index_of_first_image", 0):])
+        first = getattr(processed, "index_of_first_image", 0)
+        end = None if request.local_images is None else first + request.local_images
+        generated = list(processed.images[first:end])
         extras: list[Image.Image] = []
         if request.args.detail_transfer and settings.detail_transfer_mode == "append":
             extras.extend(self._detail(request, image) for image in generated)

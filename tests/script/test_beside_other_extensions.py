@@ -8,6 +8,7 @@ conflict; never an image without IC-Light, and the UNet is restored either way.
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -221,3 +222,54 @@ def test_the_img2img_batch_tab_reusing_one_p_gives_each_image_as_made_alone(webu
         assert same_images(pixels(processing.process_images(p), 2), expected)
     assert not same_images(alone[0], alone[1])
     assert_same(unet, before)
+
+
+class Distribute(StandInScript):
+    """sd-webui-distributed (8fd65eb, ``scripts/distributed.py`` l. 200-236): its
+    ``before_process`` packs every AlwaysOn script's raw args into a JSON worker payload."""
+
+    def __init__(self, ic_script):
+        self.ic_script = ic_script
+        self.payloads = []
+
+    def title(self) -> str:
+        return "Distribute"
+
+    def before_process(self, p, enabled):
+        args = list(p.script_args[self.ic_script.args_from:self.ic_script.args_to])
+        self.payloads.append(json.dumps({"IC Light": {"args": args}}))
+
+
+class InjectsImages(StandInScript):
+    """Adds images to the output after sampling, as sd-webui-distributed does with a
+    worker's share (``postprocess_batch_list``) and ControlNet with its maps."""
+
+    def postprocess_batch_list(self, p, pp, enabled, **kwargs):
+        pp.images.extend(torch.zeros_like(pp.images[0]) for _ in range(2))
+
+
+def test_panel_images_reach_distributed_as_json_and_give_the_same_image(webui):
+    from lib_iclight.args import ARG_NAMES
+
+    panel_args = ic_args(input_fg=SUBJECT)  # the panel gives a PIL image
+    _, alone = run_beside(webui, None, panel_args)
+    distribute = Distribute(webui.script)
+    p, beside = run_beside(webui, distribute, panel_args)
+    sent = json.loads(distribute.payloads[0])["IC Light"]["args"]
+    assert sent[ARG_NAMES.index("input_fg")].startswith("data:image/png;base64,")
+    assert same_images(pixels(beside), pixels(alone))
+
+
+def test_without_distributed_the_panel_images_stay_as_they_are(webui):
+    from lib_iclight.args import ARG_NAMES
+
+    p, _ = run_beside(webui, ModelSwapper(), ic_args(input_fg=SUBJECT), enabled=False)
+    assert p.script_args[ARG_NAMES.index("input_fg")] is SUBJECT
+
+
+def test_extras_are_made_for_this_webuis_images_only(webui):
+    _, alone = run_beside(webui, None, ic_args(detail_transfer=True), batch_size=2)
+    assert len(alone.images) == 2 + 2 + 1  # results, their detail transfers, the cut-out
+    _, injected = run_beside(webui, InjectsImages(), ic_args(detail_transfer=True), batch_size=2)
+    assert len(injected.images) == 2 + 2 + 2 + 1  # the two added images get no detail transfer
+    assert same_images(pixels(injected)[4:6], pixels(alone)[2:4])
