@@ -9,11 +9,13 @@ from IC-Light alone), and the next plain image is bit-identical to one made befo
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from typing import Any
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageChops
 
 from .conftest import SIZE, WebUI, decode, encode, make_light_map, make_subject
 
@@ -250,3 +252,46 @@ def test_forge_builtins_beside_ic_light(webui: WebUI, assert_model_untouched, na
         if changes_plain:  # the built-in changes a plain image: its effect must stay
             assert not same(both, ic_alone), f"{info['name']} was dropped beside IC-Light"
     assert_model_untouched()
+
+
+# -- sd-webui-distributed (stable-diffusion-webui-distributed) -------------------------------
+
+WEBUI_WORKER_URL = os.environ.get("WEBUI_WORKER_URL", "").strip().rstrip("/")
+
+
+def max_pixel_difference(a: Image.Image, b: Image.Image) -> int:
+    assert a.size == b.size, (a.size, b.size)
+    return max(high for _, high in ImageChops.difference(a.convert("RGB"), b.convert("RGB")).getextrema())
+
+
+def test_distributed_worker_share_is_relit_and_keeps_extras(webui: WebUI) -> None:
+    """A batch of 2 split by sd-webui-distributed between the master (WEBUI_URL) and one worker
+    (WEBUI_WORKER_URL; see tests/e2e/extensions/distributed_pair.sh): the worker's image is relit
+    as the same seed made on the worker alone, and both shares' cut-outs come back. The worker
+    runs the same seed on another process, so pixels may differ by rounding (<= 2), not more."""
+    if script_info(webui, "distribute") is None:
+        pytest.skip("no sd-webui-distributed on this server")
+    if not WEBUI_WORKER_URL:
+        pytest.skip("WEBUI_WORKER_URL is not set: the test needs the worker WebUI that the master's config names")
+    worker = WebUI(WEBUI_WORKER_URL)
+    seed = 1234
+    payload = webui.ic_payload(webui.ic_args(), batch_size=2, seed=seed)
+    response = webui.post("txt2img", payload)
+    assert response.status_code == 200, f"{response.status_code}: {response.text[:2000]}"
+    images = [decode(data) for data in response.json()["images"]]
+    # without a reachable worker the master makes the whole batch itself (and the checks below pass)
+    infotexts = json.loads(response.json()["info"])["infotexts"]
+    assert any("Worker Label: " in text for text in infotexts), "no share of the batch came from a worker: is it online?"
+    extras = webui.expected_extras()
+    generated = [image for image in images if image.mode == "RGB"]
+    cutouts = [image for image in images if image.mode == "RGBA"]
+    # the master's and the worker's: each share appends its own cut-out
+    assert len(generated) >= 2 and len(cutouts) == 2 * extras, [image.mode for image in images]
+    assert images[:2] == generated[:2], "the generated images do not come first"
+    worker_share = images[1]
+    # the worker's share is seed + 1 in a batch of 1 there (its own request to the worker)
+    alone = first_image(worker.post("txt2img", {**payload, "seed": seed + 1, "batch_size": 1}))
+    plain = first_image(worker.post("txt2img", webui.plain_payload(seed=seed + 1)))
+    to_alone, to_plain = max_pixel_difference(worker_share, alone), max_pixel_difference(worker_share, plain)
+    assert to_alone <= 2, f"the worker's share differs from seed {seed + 1} relit on the worker alone by {to_alone}"
+    assert to_plain > 40, f"the worker's share is close to a plain image of seed {seed + 1} ({to_plain}): not relit"

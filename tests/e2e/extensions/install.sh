@@ -7,8 +7,10 @@
 #   WEBUI_DIR  the WebUI checkout (e.g. $HARNESS/a1111/webui); extensions go to WEBUI_DIR/extensions/NAME
 #   MIRRORS    folder of bare snapshots laid out as MIRRORS/<owner>+<name>/repo
 #   NAME       sd-webui-controlnet | multidiffusion-upscaler-for-automatic1111 | sd-webui-agent-scheduler
-#              (short forms: controlnet, multidiffusion | tiled-diffusion, agent-scheduler);
-#              none given = all three
+#              | stable-diffusion-webui-distributed
+#              (short forms: controlnet, multidiffusion | tiled-diffusion, agent-scheduler, distributed);
+#              none given = the first three (distributed only when named: it needs a worker WebUI,
+#              see distributed_pair.sh)
 #   --python   the WebUI venv's python. When given, each installed extension's install.py is run
 #              now, the way A1111's launch.py runs it at start (cwd WEBUI_DIR, PYTHONPATH=WEBUI_DIR),
 #              and for sd-webui-controlnet `pip install numpy==1.26.2 mediapipe==0.10.14
@@ -21,7 +23,7 @@
 # another commit (or with local changes) is checked out again at the pin from the snapshot.
 set -euo pipefail
 
-usage() { sed -n '2,21p' "$0" >&2; exit 2; }
+usage() { sed -n '2,24p' "$0" >&2; exit 2; }
 PY=""
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -40,9 +42,11 @@ WEBUI=$(cd "$1" && pwd); MIRRORS=$(cd "$2" && pwd); shift 2
 [ -z "$PY" ] || PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")"
 
 # name  <owner>+<repo> mirror  pinned commit (prefix; resolved in the snapshot)
+DEFAULT="sd-webui-controlnet multidiffusion-upscaler-for-automatic1111 sd-webui-agent-scheduler"
 PINS="sd-webui-controlnet Mikubill+sd-webui-controlnet 56cec5b2
 multidiffusion-upscaler-for-automatic1111 pkuliyi2015+multidiffusion-upscaler-for-automatic1111 22798f6
-sd-webui-agent-scheduler ArtVentureX+sd-webui-agent-scheduler a337533"
+sd-webui-agent-scheduler ArtVentureX+sd-webui-agent-scheduler a337533
+stable-diffusion-webui-distributed papuSpartan+stable-diffusion-webui-distributed 8fd65eb"
 
 BRANCH=pinned   # local branch the pinned commit is checked out on
 
@@ -51,10 +55,11 @@ canon() {
     controlnet|sd-webui-controlnet) echo sd-webui-controlnet ;;
     multidiffusion|tiled-diffusion|multidiffusion-upscaler-for-automatic1111) echo multidiffusion-upscaler-for-automatic1111 ;;
     agent-scheduler|sd-webui-agent-scheduler) echo sd-webui-agent-scheduler ;;
+    distributed|stable-diffusion-webui-distributed) echo stable-diffusion-webui-distributed ;;
     *) echo "install.sh: unknown extension '$1'" >&2; exit 2 ;;
   esac
 }
-if [ $# -eq 0 ]; then set -- $(echo "$PINS" | awk '{print $1}'); fi
+if [ $# -eq 0 ]; then set -- $DEFAULT; fi
 NAMES=(); for n in "$@"; do NAMES+=("$(canon "$n")"); done
 
 say() { echo "== extensions/install.sh: $*"; }
