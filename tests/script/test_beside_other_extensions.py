@@ -260,6 +260,14 @@ def test_panel_images_reach_distributed_as_json_and_give_the_same_image(webui):
     assert same_images(pixels(beside), pixels(alone))
 
 
+def test_with_ic_light_off_an_image_left_in_the_panel_still_reaches_distributed_as_json(webui):
+    """distributed packs every AlwaysOn script's args, enabled or not: an image left in the
+    panel would fail the worker's share of a generation without IC-Light too."""
+    distribute = Distribute(webui.script)
+    _, processed = run_beside(webui, distribute, ic_args(enable=False, input_fg=SUBJECT))
+    assert len(distribute.payloads) == 1 and len(processed.images) == 1
+
+
 def test_without_distributed_the_panel_images_stay_as_they_are(webui):
     from lib_iclight.args import ARG_NAMES
 
