@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any, Awaitable, Callable, MutableMapping
 
 from .errors import ICLightError, describe_value
@@ -29,6 +30,10 @@ GENERATION_PATHS = (
 )
 """Routes whose body carries ``alwayson_scripts`` (matched at the end of the path, so a
 WebUI served under a sub-path matches too)."""
+
+_NAMES_SCRIPT = re.compile(rb'"' + re.escape(SCRIPT_TITLE.encode()) + rb'"', re.IGNORECASE)
+"""IC Light's key in a body, as JSON writes it; bodies without it are passed on unparsed
+(a generation request carries megabytes of base64, which the WebUI parses itself)."""
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -92,6 +97,9 @@ class ScriptArgsMiddleware:
                 return
             body += message.get("body", b"")
             more = bool(message.get("more_body", False))
+        if not _NAMES_SCRIPT.search(body):  # most requests: no IC Light entry, nothing to parse
+            await self.app(scope, _replay(bytes(body), receive), send)
+            return
         try:
             payload = json.loads(body)
             changed = normalise_payload(payload)

@@ -71,7 +71,9 @@ class Request:
     is_img2img: bool
     concat_by_size: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
     subject_image: Image.Image | None = None
-    """img2img: the input photo as sent, flattened on grey; the colour correction target."""
+    """img2img: the input photo as decoded; the colour correction's source."""
+    color_target: Any = None
+    """The WebUI's colour correction target made from ``subject_image``, once per request."""
     local_images: int | None = None
     """How many images this WebUI makes for the request (batch size x count); images other
     extensions add to the output (another machine's share, ControlNet's maps) get no extras."""
@@ -138,18 +140,25 @@ def _looks_enabled(values: Sequence[Any]) -> bool:
     return False
 
 
+def alwayson_scripts(p: Any) -> list[tuple[str, Any]]:
+    """``(title, script)`` of every AlwaysOn script running for ``p``; one that cannot say
+    its title is left out."""
+    found = []
+    for script in getattr(getattr(p, "scripts", None), "alwayson_scripts", None) or ():
+        try:
+            found.append((str(script.title()), script))
+        except Exception:  # noqa: BLE001 - a script that cannot say: not named
+            continue
+    return found
+
+
 def enabled_beside(p: Any) -> list[str]:
     """Titles of the other AlwaysOn scripts that look enabled for ``p``: the likely cause
     when IC-Light's conditioning does not reach the UNet."""
-    runner = getattr(p, "scripts", None)
     values = list(getattr(p, "script_args", None) or ())
     titles = []
-    for script in getattr(runner, "alwayson_scripts", None) or ():
-        try:
-            title = str(script.title())
-            start, end = script.args_from, script.args_to
-        except Exception:  # noqa: BLE001 - a script that cannot say: not named
-            continue
+    for title, script in alwayson_scripts(p):
+        start, end = getattr(script, "args_from", None), getattr(script, "args_to", None)
         if title.lower() != "ic light" and start is not None and end is not None and _looks_enabled(values[start:end]):
             titles.append(title)
     return titles
@@ -227,9 +236,7 @@ class ICLightController:
     def before_process(self, p: Any, args_from: int | None, args_to: int | None) -> None:
         """Where sd-webui-distributed is loaded, hand it args it can send as JSON. Best
         effort: ``process`` refuses what cannot be read, as for any request."""
-        runner = getattr(p, "scripts", None)
-        titles = {str(getattr(script, "title", lambda: "")()) for script in getattr(runner, "alwayson_scripts", None) or ()}
-        if _DISTRIBUTE not in titles:
+        if all(title != _DISTRIBUTE for title, _ in alwayson_scripts(p)):
             return
         try:
             json_ready_script_args(p, args_from, args_to)
@@ -345,7 +352,7 @@ class ICLightController:
             light_map = subject.reinforce_foreground(light_map, prepared)
         # The light map is what A1111 encodes as the init latent; the subject goes in by concat.
         p.init_images = [light_map]
-        return prepared, images.composite_on_grey(subject_image)
+        return prepared, subject_image
 
     # -- the delivery guard ------------------------------------------------------------
 
@@ -407,8 +414,9 @@ class ICLightController:
         corrections = getattr(p, "color_corrections", None)
         if not request.is_img2img or not corrections or self.color_target is None or request.subject_image is None:
             return
-        target = self.color_target(request.subject_image)
-        p.color_corrections = [target] * len(corrections)
+        if request.color_target is None:  # only with the setting on; once for every pass and batch
+            request.color_target = self.color_target(images.composite_on_grey(request.subject_image))
+        p.color_corrections = [request.color_target] * len(corrections)
 
     def _encode_conditioning(self, p: Any, request: Request, width: int, height: int) -> torch.Tensor:
         """[1, 4 or 8, height/8, width/8] scaled latents: fg, then bg for fbc.
