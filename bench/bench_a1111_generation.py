@@ -203,9 +203,9 @@ def load_script(ic_dir: Path):
     else:
         from modules import scripts
 
-        from lib_iclight.backends.controller import ICLightController
+        from lib_iclight.webui.controller import ICLightController
         from lib_iclight.backends.detect import make_backend
-        from lib_iclight.settings import ICLightSettings
+        from lib_iclight.webui.settings import ICLightSettings
 
         print("gradio is not installed: driving the controller through a panel-less script")
         controller = ICLightController(make_backend(), lambda: [ic_dir], ICLightSettings)

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from lib_iclight.unet_patch import UNetPatch  # noqa: E402
+from lib_iclight.backends.unet_patch import UNetPatch  # noqa: E402
 
 
 

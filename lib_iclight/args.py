@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Mapping, Sequence
 
 from PIL import Image
@@ -33,7 +33,8 @@ _FALSE_WORDS = frozenset({"false", "0", "no", "off", ""})
 
 @dataclass(frozen=True)
 class ArgSpec:
-    """One argument of the contract: its place, type, default, range and wording."""
+    """One argument of the contract: its place, type, default, range, wording, the panel
+    row it sits on, and whether it changes the prepared subject (:func:`subject_options`)."""
 
     name: str
     kind: ArgKind
@@ -42,6 +43,8 @@ class ArgSpec:
     doc: str
     minimum: int | None = None
     maximum: int | None = None
+    row: int = 0
+    subject: bool = False
 
     @property
     def infotext_key(self) -> str | None:
@@ -61,55 +64,48 @@ class ArgSpec:
         return "a string"
 
 
-ARG_SPECS: tuple[ArgSpec, ...] = (
-    ArgSpec("enable", "bool", False, "Enable", "Turn IC-Light on for this generation."),
-    ArgSpec("model_type", "str", "fc", "Model",
-            "IC-Light model: the file name without extension (e.g. `IC-Light-SD15-FC-fp8`), "
-            "or `fc` / `fbc` for the first model of that kind."),
-    ArgSpec("input_fg", "image", None, "Foreground",
-            "txt2img: the subject. img2img: the light map, which becomes the init image "
-            "(the img2img input is the subject); the UI's presets draw one."),
-    ArgSpec("uploaded_bg", "image", None, "Background",
-            "The background image, required by fbc models in txt2img."),
-    ArgSpec("remove_bg", "bool", True, "Remove background",
-            "Cut the subject out with rembg and put it on grey 127. Off: the input's own alpha is used."),
-    ArgSpec("rembg_model", "str", "u2net_human_seg", "Rembg model", "The rembg model name."),
-    ArgSpec("foreground_threshold", "int", 225, "Foreground threshold",
-            "Alpha-matting foreground threshold (rembg).", 0, 255),
-    ArgSpec("background_threshold", "int", 16, "Background threshold",
-            "Alpha-matting background threshold (rembg).", 0, 255),
-    ArgSpec("erode_size", "int", 16, "Erode size", "Alpha-matting erode size (rembg).", 0, 128),
-    ArgSpec("detail_transfer", "bool", False, "Detail transfer",
-            "Copy fine detail from the input into the result (difference of Gaussians)."),
-    ArgSpec("detail_transfer_raw", "bool", False, "Detail transfer raw",
-            "Take the detail from the raw input instead of the background-removed subject."),
-    ArgSpec("detail_transfer_blur_radius", "int", 5, "Detail transfer blur radius",
-            "Blur radius of the difference of Gaussians.", 1, 64),
-    ArgSpec("reinforce_fg", "bool", False, "Reinforce foreground",
-            "img2img: paste the subject onto the light map before sampling."),
-)
-
-ARG_NAMES: tuple[str, ...] = tuple(spec.name for spec in ARG_SPECS)
-SPECS_BY_NAME: dict[str, ArgSpec] = {spec.name: spec for spec in ARG_SPECS}
+def _arg(default: Any, label: str, doc: str, *, row: int, minimum: int | None = None, maximum: int | None = None,
+         subject: bool = False) -> Any:
+    """One field of :class:`ICLightArgs`, carrying its :class:`ArgSpec` (without name and kind,
+    which come from the field)."""
+    spec = dict(label=label, doc=doc, minimum=minimum, maximum=maximum, row=row, subject=subject)
+    return field(default=default, metadata={"spec": spec})
 
 
 @dataclass(frozen=True)
 class ICLightArgs:
-    """Validated arguments of one request. Images are decoded PIL images (RGB or RGBA)."""
+    """Validated arguments of one request, in contract order: the one place an argument is
+    declared (its type, default, wording, panel row). Images are decoded PIL images."""
 
-    enable: bool = False
-    model_type: str = "fc"
-    input_fg: Image.Image | None = None
-    uploaded_bg: Image.Image | None = None
-    remove_bg: bool = True
-    rembg_model: str = "u2net_human_seg"
-    foreground_threshold: int = 225
-    background_threshold: int = 16
-    erode_size: int = 16
-    detail_transfer: bool = False
-    detail_transfer_raw: bool = False
-    detail_transfer_blur_radius: int = 5
-    reinforce_fg: bool = False
+    enable: bool = _arg(False, "Enable", "Turn IC-Light on for this generation.", row=0)
+    model_type: str = _arg(
+        "fc", "Model", "IC-Light model: the file name without extension (e.g. `IC-Light-SD15-FC-fp8`), "
+        "or `fc` / `fbc` for the first model of that kind.", row=1)
+    input_fg: Image.Image | None = _arg(
+        None, "Foreground", "txt2img: the subject. img2img: the light map, which becomes the init image "
+        "(the img2img input is the subject); the UI's presets draw one.", row=2)
+    uploaded_bg: Image.Image | None = _arg(
+        None, "Background", "The background image, required by fbc models in txt2img.", row=2)
+    remove_bg: bool = _arg(
+        True, "Remove background",
+        "Cut the subject out with rembg and put it on grey 127. Off: the input's own alpha is used.",
+        row=3, subject=True)
+    rembg_model: str = _arg("u2net_human_seg", "Rembg model", "The rembg model name.", row=3, subject=True)
+    foreground_threshold: int = _arg(225, "Foreground threshold", "Alpha-matting foreground threshold (rembg).",
+                                     row=4, minimum=0, maximum=255, subject=True)
+    background_threshold: int = _arg(16, "Background threshold", "Alpha-matting background threshold (rembg).",
+                                     row=4, minimum=0, maximum=255, subject=True)
+    erode_size: int = _arg(16, "Erode size", "Alpha-matting erode size (rembg).", row=4, minimum=0, maximum=128,
+                           subject=True)
+    detail_transfer: bool = _arg(
+        False, "Detail transfer", "Copy fine detail from the input into the result (difference of Gaussians).", row=5)
+    detail_transfer_raw: bool = _arg(
+        False, "Detail transfer raw", "Take the detail from the raw input instead of the background-removed subject.",
+        row=5, subject=True)
+    detail_transfer_blur_radius: int = _arg(5, "Detail transfer blur radius", "Blur radius of the difference of Gaussians.",
+                                            row=5, minimum=1, maximum=64)
+    reinforce_fg: bool = _arg(False, "Reinforce foreground",
+                              "img2img: paste the subject onto the light map before sampling.", row=6)
 
     def infotext(self, model_name: str | None = None) -> dict[str, str]:
         """Infotext entries for this request: every non-image argument, never images.
@@ -128,16 +124,20 @@ class ICLightArgs:
         return entries
 
 
-def _check_field_order() -> None:
-    fields = tuple(f.name for f in dataclasses.fields(ICLightArgs))
-    if fields != ARG_NAMES:  # pragma: no cover - guards edits to this file
-        raise AssertionError(f"ICLightArgs fields {fields} differ from ARG_SPECS {ARG_NAMES}")
-    for field in dataclasses.fields(ICLightArgs):
-        if field.default != SPECS_BY_NAME[field.name].default:  # pragma: no cover
-            raise AssertionError(f"default of {field.name} differs from its ArgSpec")
+_KINDS: dict[str, ArgKind] = {"bool": "bool", "str": "str", "int": "int", "Image.Image | None": "image"}
+"""Field annotation (a string, under ``from __future__ import annotations``) -> ArgKind."""
+
+ARG_SPECS: tuple[ArgSpec, ...] = tuple(
+    ArgSpec(f.name, _KINDS[str(f.type)], f.default, **f.metadata["spec"]) for f in dataclasses.fields(ICLightArgs)
+)
+ARG_NAMES: tuple[str, ...] = tuple(spec.name for spec in ARG_SPECS)
+SPECS_BY_NAME: dict[str, ArgSpec] = {spec.name: spec for spec in ARG_SPECS}
 
 
-_check_field_order()
+def subject_options(args: ICLightArgs) -> dict[str, Any]:
+    """The arguments that change the prepared subject (``subject=True``), by name: the
+    keyword arguments of :func:`lib_iclight.conditioning.prepare_subject`."""
+    return {spec.name: getattr(args, spec.name) for spec in ARG_SPECS if spec.subject}
 
 
 def coerce_bool(spec: ArgSpec, value: object) -> bool:

@@ -4,16 +4,16 @@ are checked, and how a cell's value reaches the script.
 The X/Y/Z plot makes each cell from a shallow ``copy(p)`` and calls every axis's
 ``apply(pc, value, values)`` on it before ``process_images(pc)``. The script's own args
 come from ``pc.script_args``, which the copy shares with every other cell, so an axis
-cannot edit them. Instead an axis puts its value into a dict attribute of the cell's
-``p`` (:data:`OVERRIDES_ATTR`), and the ``process`` hook lays that dict over the args it
-was given (:func:`with_overrides`) before validating them. The 13-arg contract is
-untouched; the dict only lives on the cell's copy of ``p``.
+cannot edit them. Instead an axis records its parsed value (:func:`parse_value`) on the
+cell's ``p`` (the WebUI layer's request context), and the ``process`` hook lays those
+values over the args it was given (:func:`with_overrides`) before validating them. The
+13-arg contract is untouched; the values only live on the cell's copy of ``p``.
 
 An axis changes a value, never the switch: IC Light must be enabled in its panel (or in
 the API's args). A grid whose IC Light axis would change nothing is refused by name
 (:func:`check_enabled`), instead of drawing identical cells.
 
-Nothing here imports a WebUI; :mod:`lib_iclight.backends.xyz_axes` registers the axes.
+Nothing here imports a WebUI; :mod:`lib_iclight.webui.xyz_axes` registers the axes.
 """
 
 from __future__ import annotations
@@ -24,9 +24,6 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 from .args import ARG_NAMES, SPECS_BY_NAME, coerce, raw_values
 from .errors import ICLightError
 from .lightmaps import LIGHT_PRESETS, parse_direction
-
-OVERRIDES_ATTR = "_iclight_axis_values"
-"""The attribute of a cell's ``p`` holding {target: value} set by IC Light axes."""
 
 LIGHT_MAP = "light_map"
 """The one axis target that is not an argument: a light-map direction (preset name or
@@ -127,22 +124,6 @@ def confirm(axis: AxisSpec, values: Sequence[object], is_img2img: bool,
             info = resolve_model(parsed)
             if is_img2img and info.kind != "fc":
                 raise ICLightError("model_type", f"img2img relighting needs an fc model, {info.name} is {info.kind}")
-
-
-def set_value(p: Any, axis: AxisSpec, value: object) -> None:
-    """An axis's ``apply``: record ``value`` on this cell's ``p``.
-
-    Copy-on-write, because the X/Y/Z plot's ``copy(p)`` is shallow: a dict changed in
-    place would be shared with the grid's ``p`` and so with every later cell.
-    """
-    values = dict(getattr(p, OVERRIDES_ATTR, None) or {})
-    values[axis.target] = parse_value(axis, value)
-    setattr(p, OVERRIDES_ATTR, values)
-
-
-def overrides_of(p: Any) -> dict[str, Any]:
-    """What IC Light axes set on this ``p`` ({} outside an X/Y/Z plot)."""
-    return dict(getattr(p, OVERRIDES_ATTR, None) or {})
 
 
 def with_overrides(raw_args: Sequence[Any] | Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:

@@ -169,8 +169,8 @@ class _KeyMapper:
     def __init__(self, layout: UNetLayout) -> None:
         self.layout = layout
         rows = _block_rows(layout)
-        self._to_ldm = {d: (l, kind) for d, l, kind in rows}
-        self._to_diffusers = {l: (d, kind) for d, l, kind in rows}
+        self._to_ldm = {d: (ldm, kind) for d, ldm, kind in rows}
+        self._to_diffusers = {ldm: (d, kind) for d, ldm, kind in rows}
 
     def _convert_tail(self, tail: str, kind: _BlockKind, to_ldm: bool) -> str | None:
         if kind == _PARAM:

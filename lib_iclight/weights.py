@@ -389,11 +389,9 @@ def load_offsets(info: ICModelInfo, dtype: torch.dtype | None = None,
 
     ``dtype`` None (the default) keeps each tensor in the dtype the file stores it in,
     float8 included: the cache then costs exactly the file's size (0.86 GB for an fp8
-    SD1.5 file, 1.72 GB for fp16), and a merge adds each offset to the weight as it is
-    (fp16/bf16 promoted inside the add, fp8 cast once; see ``backends/fast_merge.py``).
-    A float ``dtype`` converts instead (float8 through float32, which represents every
-    float8 value exactly). ``device`` may be a GPU: tensors are cast on
-    the CPU, then moved (the cache then holds GPU memory). Raises :class:`ICLightError`
+    SD1.5 file, 1.72 GB for fp16), and the WebUI's merge casts each offset when it adds
+    it. A float ``dtype`` converts instead (float8 through float32, which represents every
+    float8 value exactly). ``device`` may be a GPU: tensors are cast on the CPU, then moved (the cache then holds GPU memory). Raises :class:`ICLightError`
     (``model_type: ...``) for an unreadable file, keys that are not SD1.5 UNet parameters,
     or a missing conv_in.
 
@@ -507,7 +505,7 @@ _headers: _FileCache[_Header] = _FileCache()
 
 
 class OffsetFile:
-    """One IC-Light file as an :class:`~lib_iclight.unet_patch.OffsetSource`.
+    """One IC-Light file as an :class:`~lib_iclight.backends.unet_patch.OffsetSource`.
 
     ``shapes`` (ldm keys without prefix -> shape) comes from the header, so a bad file is
     refused before anything is read. :meth:`load` reads just the requested tensors, as

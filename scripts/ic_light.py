@@ -64,8 +64,8 @@ if _EXTENSION_ROOT not in sys.path:
 from modules import scripts  # noqa: E402
 from modules.ui_components import InputAccordion  # noqa: E402
 
-from lib_iclight.backends import webui_glue  # noqa: E402
-from lib_iclight.backends.controller import ICLightController  # noqa: E402
+from lib_iclight.webui import glue as webui_glue  # noqa: E402
+from lib_iclight.webui.controller import ICLightController  # noqa: E402
 from lib_iclight.backends.detect import make_backend  # noqa: E402
 
 _controller: ICLightController | None = None

@@ -35,5 +35,5 @@ main_env=$(ensure_env tests/requirements.txt tests/constraints.txt)
 if [ "${ICLIGHT_SKIP_GRADIO4:-0}" != "1" ]; then
     g4_env=$(ensure_env tests/requirements-gradio4.txt "")
     echo "== Gradio 4 / pydantic 2 (Forge 2 stack): UI, API routes, script and browser tests"
-    "$g4_env/bin/python" -m pytest -q tests/core/test_ui.py tests/core/test_api_routes.py tests/script tests/browser
+    "$g4_env/bin/python" -m pytest -q tests/webui tests/script tests/browser
 fi

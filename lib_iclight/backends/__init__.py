@@ -1,1 +1,2 @@
-"""Adapters from the core to each WebUI family (AUTOMATIC1111, Forge 2, Forge Classic / reForge)."""
+"""Per-WebUI model patching (AUTOMATIC1111, Forge 2, Forge Classic / reForge), and the UNet
+patch, delivery probe and merge ledger they share."""

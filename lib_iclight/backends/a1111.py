@@ -29,40 +29,41 @@ generation) or the setting off, the merges are dropped after each generation ins
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import sys
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import torch
 
 from .. import images
 from ..errors import ICLightError
-from ..status import MergeLedger
-from ..unet_patch import CONV_IN, UNetPatch, tensor_version
 from ..weights import ICModelInfo, ICOffsets, OffsetFile
-from . import tripwire
+from .base import PerGeneration, module_fingerprint, refuse_other_families
+from .status import MergeLedger
+from .unet_patch import CONV_IN, UNetPatch
 
 logger = logging.getLogger("iclight.backends.a1111")
 
 _LORA_ATTRS = ("network_current_names", "network_weights_backup", "network_bias_backup")
-_STATE = "_iclight_a1111"
+_SAMPLER_METHODS = ("sample", "sample_img2img")
+_WRAPPED = "_iclight_wrapped"
 
 
-@dataclass
-class _GenerationState:
-    """What one generation (one ``p``) holds between hooks: a patch per UNet seen."""
-
-    patches: dict[int, UNetPatch] = field(default_factory=dict)
-    concat: torch.Tensor | None = None
-
-
-def _state(p: Any) -> _GenerationState:
-    state = getattr(p, _STATE, None)
-    if state is None:
-        state = _GenerationState()
-        setattr(p, _STATE, state)
-    return state
+def wrap_sampler(p: Any, around: Callable[[Callable[..., Any]], Callable[..., Any]]) -> bool:
+    """Wrap ``p.sampler``'s sampling methods once with ``around(original) -> replacement``:
+    the IC-Light window opens exactly for the sampler call. Idempotent per sampler object;
+    False when there is no sampler (the caller must then fail loudly)."""
+    sampler = getattr(p, "sampler", None)
+    if sampler is None:
+        return False
+    if not getattr(sampler, _WRAPPED, False):
+        for name in _SAMPLER_METHODS:
+            original = getattr(sampler, name, None)
+            if callable(original):
+                setattr(sampler, name, functools.wraps(original)(around(original)))
+        setattr(sampler, _WRAPPED, True)
+    return True
 
 
 def unet_of(p: Any) -> torch.nn.Module:
@@ -111,6 +112,8 @@ class A1111Backend:
     family = "a1111"
 
     def __init__(self) -> None:
+        self._patches: PerGeneration[dict[int, UNetPatch]] = PerGeneration()
+        """Per generation (``p``, held weakly): the patch of each UNet it sampled."""
         self._kept: UNetPatch | None = None
         self._kept_key: tuple | None = None
         self._kept_name: str | None = None
@@ -140,10 +143,7 @@ class A1111Backend:
         self._kept = self._kept_key = self._kept_name = None
 
     def check_model(self, p: Any) -> None:
-        model = p.sd_model
-        for flag, family in (("is_sdxl", "SDXL"), ("is_sd3", "SD3"), ("is_sd2", "SD2")):
-            if getattr(model, flag, False):
-                raise ICLightError("model_type", f"IC-Light needs an SD1.5 checkpoint, but the loaded one is {family}")
+        refuse_other_families(p.sd_model)
         conv_in = unet_of(p).get_submodule(CONV_IN)
         channels = conv_in.weight.shape[1]
         if channels != 4:
@@ -161,19 +161,13 @@ class A1111Backend:
             return (latent * model.scale_factor).to(devices.device)
 
     def vae_fingerprint(self, p: Any) -> tuple:
-        vae = p.sd_model.first_stage_model
-        first = next(vae.parameters(), None)
-        # load_state_dict copies into the same Parameters, bumping their version counter
-        if first is None:
-            return id(vae), getattr(p.sd_model, "sd_model_hash", None)
-        return id(vae), first.data_ptr(), tensor_version(first), getattr(p.sd_model, "sd_model_hash", None)
+        return (*module_fingerprint(p.sd_model.first_stage_model), getattr(p.sd_model, "sd_model_hash", None))
 
     def install(self, p: Any, offsets: OffsetFile | ICOffsets, concat: torch.Tensor) -> None:
         self.check_model(p)
         unet = unet_of(p)
-        state = _state(p)
         patch = self._patch_for(unet, offsets)
-        state.patches[id(unet)] = patch
+        self._patches.setdefault(p, dict)[id(unet)] = patch
         patch.check()
         patch.set_concat(concat)
 
@@ -195,19 +189,17 @@ class A1111Backend:
 
             return sample_with_ic_light
 
-        if not tripwire.wrap_sampler(p, around):
+        if not wrap_sampler(p, around):
             raise RuntimeError("IC Light: no sampler to run on; this WebUI version is not supported")
 
     def cleanup(self, p: Any, keep_merged: bool = True) -> None:
-        state = getattr(p, _STATE, None)
-        if state is None:
+        patches = self._patches.pop(p)
+        if patches is None:
             return
-        for patch in state.patches.values():
+        for patch in patches.values():
             patch.remove()  # the sampler wrapper already did, unless sampling never ran
             if patch is not self._kept:
                 patch.release()
-        state.patches.clear()
-        delattr(p, _STATE)
         # lowvram/medvram move modules between devices each generation: merges kept on
         # one device would hold memory there and go stale anyway.
         if not keep_merged or getattr(p.sd_model, "lowvram", False):

@@ -7,12 +7,78 @@ encoding, installing IC-Light for one sampling call, and cleaning up.
 
 from __future__ import annotations
 
-from typing import Any, Hashable, Protocol
+import itertools
+import weakref
+from typing import Any, Callable, Generic, Hashable, Protocol, TypeVar
 
 import torch
 
-from ..status import MergeLedger
+from ..errors import ICLightError
 from ..weights import ICModelInfo
+from .status import MergeLedger
+from .unet_patch import tensor_version
+
+FAMILY_FLAGS = (("is_sdxl", "SDXL"), ("is_sd3", "SD3"), ("is_sd2", "SD2"))
+"""Flags the WebUIs set on a loaded checkpoint of another family than SD1.5."""
+
+
+def refuse_other_families(sd_model: Any) -> None:
+    """Raise ICLightError("model_type") when the loaded checkpoint says it is SDXL, SD3 or SD2."""
+    for flag, family in FAMILY_FLAGS:
+        if getattr(sd_model, flag, False):
+            raise ICLightError("model_type", f"IC-Light needs an SD1.5 checkpoint, but the loaded one is {family}")
+
+
+T = TypeVar("T")
+
+
+class PerGeneration(Generic[T]):
+    """An adapter's state for each generation object ``p``, kept off ``p`` and dropped when
+    ``p`` goes. Held by ``id`` with a weak reference: the WebUIs' processing classes are
+    dataclasses, which are not hashable, so a WeakKeyDictionary cannot hold them."""
+
+    def __init__(self) -> None:
+        self._items: dict[int, tuple[weakref.ref, T]] = {}
+
+    def _live(self, p: Any) -> T | None:
+        item = self._items.get(id(p))
+        return item[1] if item is not None and item[0]() is p else None
+
+    def setdefault(self, p: Any, make: Callable[[], T]) -> T:
+        value = self._live(p)
+        if value is None:
+            key = id(p)
+            value = make()
+            self._items[key] = (weakref.ref(p, lambda _ref: self._items.pop(key, None)), value)
+        return value
+
+    def pop(self, p: Any) -> T | None:
+        value = self._live(p)
+        if value is not None:
+            del self._items[id(p)]
+        return value
+
+    def __contains__(self, p: Any) -> bool:
+        return self._live(p) is not None
+
+
+_tokens = itertools.count(1)
+_TOKEN = "_iclight_token"
+
+
+def module_fingerprint(module: torch.nn.Module) -> tuple:
+    """Changes whenever ``module``'s weights may have: another module object (Forge 2 reloads
+    the whole model), or weights loaded in place (``load_state_dict`` bumps the Parameters'
+    version). A token stored on the module stands for its identity: ``id()`` can be reused
+    once the old module is freed."""
+    token = module.__dict__.get(_TOKEN)
+    if token is None:
+        token = module.__dict__[_TOKEN] = next(_tokens)
+    first = next(module.parameters(), None)
+    if first is None:
+        return (token, None)
+    # Forge 2's inference tensors have no version counter; a reload shows as a new storage.
+    return (token, id(first), first.data_ptr(), tensor_version(first))
 
 
 class Backend(Protocol):
@@ -23,7 +89,7 @@ class Backend(Protocol):
     family: str
     """The adapter family: "a1111", "forge" (Forge 2) or "forge-classic" (Forge Classic, reForge)."""
     ledger: MergeLedger
-    """Merges and restores of IC-Light weights since start (see :mod:`lib_iclight.status`)."""
+    """Merges and restores of IC-Light weights since start (see :mod:`lib_iclight.backends.status`)."""
 
     def check_model(self, p: Any) -> None:
         """Raise ICLightError("model_type", ...) unless the loaded checkpoint is an SD1.5 UNet
@@ -44,7 +110,7 @@ class Backend(Protocol):
 
     def unet_module(self, p: Any) -> torch.nn.Module:
         """The ldm ``UNetModel`` module the sampler runs (IC-Light's or not): the delivery
-        probe (:mod:`lib_iclight.delivery`) watches its conv_in while ``p.sample`` runs."""
+        probe (:mod:`lib_iclight.backends.delivery`) watches its conv_in while ``p.sample`` runs."""
 
     def load_offsets(self, info: ICModelInfo) -> Any:
         """The model's offsets in the form ``install`` takes (loaded, or a lazy file).

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import torch
 
-from lib_iclight.unet_patch import UNetPatch
+from lib_iclight.backends.unet_patch import UNetPatch
 from lib_iclight.weights import ICModelInfo, ICOffsets
 from tests.helpers.tiny_unet import CONTEXT_DIM, TINY_CONFIG, comfy_on_path, k_sampling, make_offsets, make_tiny_unet
 
@@ -73,6 +73,10 @@ def inpainting_unet(seed: int = 0) -> torch.nn.Module:
 # The processing object.
 
 
+class P(SimpleNamespace):
+    """A ``p`` the adapters can hold weakly, as they do the WebUI's processing objects."""
+
+
 def reset(p: Any) -> None:
     """``modules/processing.py``: forge_objects from forge_objects_after_applying_lora."""
     p.sd_model.forge_objects = p.sd_model.forge_objects_after_applying_lora.shallow_copy()
@@ -91,7 +95,7 @@ def forge_p(unet: torch.nn.Module, *, is_sd1: bool = True, is_sdxl: bool = False
     vae = VAE(IntegratedAutoencoderKL())
     engine = ForgeDiffusionEngine(ForgeObjects(patcher, None, vae, None), is_inpaint=is_inpaint)
     engine.is_sd1, engine.is_sdxl = is_sd1, is_sdxl
-    return SimpleNamespace(sd_model=engine)
+    return P(sd_model=engine)
 
 
 class ForgeObjects:
@@ -127,7 +131,7 @@ def classic_p(unet: torch.nn.Module, flavour: str = "comfy", *, is_sdxl: bool = 
         forge_objects_after_applying_lora=objects.shallow_copy(),
         is_sdxl=is_sdxl, is_sd2=False, is_sd1=not is_sdxl, scale_factor=0.18215,
     )
-    return SimpleNamespace(sd_model=sd_model)
+    return P(sd_model=sd_model)
 
 
 def load_forge(patcher: Any) -> None:
@@ -201,57 +205,37 @@ def parameter_values(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def count_forge_merges(monkeypatch: Any) -> list[str]:
     """The weights Forge 2's ``merge_lora_to_weight`` merges from now on (the adapter's probe
-    calls left out): what the LoraLoader really merged, counted apart from the ledger. The
-    adapter's wrapper (installed later, so outside this count) adds IC-Light's own offsets
-    through ``fast_merge.fresh_sum``: those are counted there, as "fast:<shape>"."""
+    calls left out): what the LoraLoader really merged, counted apart from the ledger."""
     import backend.patcher.lora as lora
-
-    from lib_iclight.backends import fast_merge
 
     calls: list[str] = []
     original = lora.merge_lora_to_weight
-    original_fast = fast_merge.fresh_sum
 
     def counting(patches, weight, key="online_lora", computation_dtype=torch.float32):
         if key != "iclight-probe":
             calls.append(key)
         return original(patches, weight, key, computation_dtype)
 
-    def counting_fast(weight, diff, computation_dtype):
-        calls.append(f"fast:{tuple(weight.shape)}")
-        return original_fast(weight, diff, computation_dtype)
-
     monkeypatch.setattr(lora, "merge_lora_to_weight", counting)
-    monkeypatch.setattr(fast_merge, "fresh_sum", counting_fast)
     return calls
 
 
 def count_classic_merges(monkeypatch: Any) -> list[str]:
-    """The keys the ComfyUI-lineage ``patch_model`` merges from now on: in its own loop
-    (``patch_weight_to_device``) and, where the adapter wraps ``patch_model``, those that
-    ``fast_load.merge_own`` takes out of that loop (IC-Light's own offsets)."""
+    """The keys the ComfyUI-lineage ``patch_model`` merges from now on (its own loop,
+    ``patch_weight_to_device``)."""
     comfy_on_path()
     import comfy.model_patcher
-
-    from lib_iclight.backends import fast_load
 
     calls: list[str] = []
     patcher_class = comfy.model_patcher.ModelPatcher
     original = patcher_class.patch_weight_to_device
-    original_own = fast_load.merge_own
 
     def counting(self, key, device_to=None):
         if key in self.patches:
             calls.append(key)
         return original(self, key, device_to)
 
-    def counting_own(patcher, device_to):
-        done = original_own(patcher, device_to)
-        calls.extend(sorted(done))
-        return done
-
     monkeypatch.setattr(patcher_class, "patch_weight_to_device", counting)
-    monkeypatch.setattr(fast_load, "merge_own", counting_own)
     return calls
 
 

@@ -9,7 +9,7 @@ import torch
 
 from lib_iclight.backends import forge_common
 from lib_iclight.backends.forge import ForgeBackend
-from lib_iclight.delivery import DeliveryProbe, require_delivery
+from lib_iclight.backends.delivery import DeliveryProbe, require_delivery
 from lib_iclight.errors import ICLightConflict, ICLightError
 from tests.backends import harness as h
 from tests.helpers.tiny_unet import assert_same, snapshot
@@ -160,7 +160,7 @@ def test_switching_fc_to_fbc_never_reuses_stale_merged_weights(standins, clean_b
     if clean_between:
         backend.cleanup(p1)  # else: a failed generation left the fc merge in place
 
-    p2 = SimpleNamespace(sd_model=p1.sd_model)
+    p2 = h.P(sd_model=p1.sd_model)
     h.reset(p2)
     backend.install(p2, fbc, fbc_concat)
     assert torch.equal(h.sample(p2.sd_model.forge_objects.unet, h.load_forge), expected)
@@ -213,7 +213,7 @@ def test_a_merged_conv_in_left_from_a_failed_run_is_not_mistaken_for_inpainting(
     ForgeBackend().install(p, h.ic_offsets(unet, "fbc"), h.ic_concat("fbc"))
     h.sample(p.sd_model.forge_objects.unet, h.load_forge)
     assert unet.input_blocks[0][0].weight.shape[1] == 12  # no cleanup: still merged
-    ForgeBackend().check_model(SimpleNamespace(sd_model=p.sd_model))
+    ForgeBackend().check_model(h.P(sd_model=p.sd_model))
 
 
 def test_encode_returns_the_scaled_posterior_mode(standins):

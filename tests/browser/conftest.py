@@ -115,7 +115,7 @@ def open_page(browser: Any) -> Iterator[Any]:
         page.goto(app.url, wait_until="domcontentloaded")
         try:
             page.locator("#iclight_txt2img_enable").wait_for(state="attached", timeout=PAGE_LOAD_MS)
-        except Exception:
+        except Exception:  # noqa: BLE001 - any failure: keep a screenshot, then fail with the page errors
             page.screenshot(path=str(artefacts_dir("browser") / "page-load-failure.png"))
             raise AssertionError(f"the panel did not load from {app.url}: {watch.errors}") from None
         return page, watch

@@ -1,6 +1,6 @@
 """The real IC Light panel served by a bare Gradio app, as the WebUI would serve it.
 
-Both tabs' panels are built by :func:`lib_iclight.ui.build_panel` inside one ``gr.Blocks``,
+Both tabs' panels are built by :func:`lib_iclight.webui.ui.build_panel` inside one ``gr.Blocks``,
 with the stand-in ``InputAccordion`` (tests/script/standins/modules/ui_components.py) and
 the same callbacks the WebUI glue hands in: model listing from a folder of safetensors
 files (lib_iclight.weights) and the background-removal preview through rembg
@@ -25,7 +25,7 @@ from unittest import mock
 import gradio as gr
 from PIL import Image
 
-from lib_iclight import ui
+from lib_iclight.webui import ui
 from lib_iclight.rembg_session import cut_out_subject
 from lib_iclight.weights import list_models
 

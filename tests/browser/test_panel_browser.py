@@ -16,7 +16,7 @@ from PIL import Image
 
 from lib_iclight.lightmaps import LIGHT_PRESETS, make_lightmap
 from lib_iclight.rembg_session import cut_out_subject
-from lib_iclight.ui import DEFAULT_LIGHT_ANGLE, IMAGE_HEIGHT, LIGHT_MAP_SIZE
+from lib_iclight.webui.ui import DEFAULT_LIGHT_ANGLE, IMAGE_HEIGHT, LIGHT_MAP_SIZE
 from tests.helpers.images import disc_image
 from tests.helpers.panel_page import PanelPage, max_difference
 from tests.helpers.tiny_weights import make_offset_file, tiny_unet_shapes

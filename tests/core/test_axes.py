@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from copy import copy
 from types import SimpleNamespace
 
 import pytest
@@ -82,17 +81,6 @@ def test_confirm_resolves_models_and_wants_fc_in_img2img():
         axes.confirm(BY["IC Light model"], ["nope"], False, resolve)
     with pytest.raises(ICLightError, match="^erode_size: "):
         axes.confirm(BY["IC Light erode size"], [1, 500], False, resolve)
-
-
-def test_set_value_is_copy_on_write_across_shallow_copies():
-    p = SimpleNamespace()
-    axes.set_value(p, BY["IC Light model"], "fc_a")
-    cell = copy(p)
-    axes.set_value(cell, BY["IC Light erode size"], "8")
-    axes.set_value(cell, BY["IC Light light angle"], 90)
-    assert axes.overrides_of(p) == {"model_type": "fc_a"}
-    assert axes.overrides_of(cell) == {"model_type": "fc_a", "erode_size": 8, "light_map": 90}
-    assert axes.overrides_of(SimpleNamespace()) == {}
 
 
 def positional(**values):

@@ -67,8 +67,9 @@ def test_files_refused_while_listing(folder: Path, tmp_path: Path) -> None:
     save_file({"first_stage_model.decoder.conv_in.weight": torch.zeros(2)}, str(folder / "no_conv_in.safetensors"))
     save_file({CONV_IN: torch.zeros(320, 5, 3, 3)}, str(folder / "five_channels.safetensors"))
     for stem in ("garbage", "empty", "no_conv_in", "five_channels"):
-        check(refused(lambda: resolve_model(stem, [folder])), tmp_path, f"{stem}.safetensors")
-        check(refused(lambda: weights.read_model_info(folder / f"{stem}.safetensors")), tmp_path, f"{stem}.safetensors")
+        check(refused(lambda stem=stem: resolve_model(stem, [folder])), tmp_path, f"{stem}.safetensors")
+        check(refused(lambda stem=stem: weights.read_model_info(folder / f"{stem}.safetensors")), tmp_path,
+              f"{stem}.safetensors")
     unreadable = dict(weights.list_unreadable([folder]))
     assert set(unreadable) == {"garbage", "empty", "no_conv_in", "five_channels"}
     for stem, reason in unreadable.items():

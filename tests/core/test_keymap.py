@@ -28,7 +28,7 @@ def test_sd15_mapping_is_a_bijection_onto_the_reference_ldm_keys_with_matching_s
     assert len(diffusers) == len(ldm) == 686
     assert set(SD15_DIFFUSERS_TO_LDM) == set(diffusers)
     assert sorted(SD15_DIFFUSERS_TO_LDM.values()) == sorted(ldm)  # onto, and no duplicates
-    mismatched = {d: l for d, l in SD15_DIFFUSERS_TO_LDM.items() if diffusers[d] != ldm[l]}
+    mismatched = {d: key for d, key in SD15_DIFFUSERS_TO_LDM.items() if diffusers[d] != ldm[key]}
     assert mismatched == {}
 
 
@@ -38,12 +38,12 @@ def test_sd15_mapping_matches_a_full_size_ldm_unet_on_the_meta_device():
     assert sum(v.numel() for v in unet.parameters()) == 859_520_964
     diffusers = sd15_diffusers_shapes()
     assert sorted(SD15_DIFFUSERS_TO_LDM.values()) == sorted(state)
-    assert all(state[l] == diffusers[d] for d, l in SD15_DIFFUSERS_TO_LDM.items())
+    assert all(state[key] == diffusers[d] for d, key in SD15_DIFFUSERS_TO_LDM.items())
 
 
 def test_ldm_to_diffusers_inverts_the_sd15_mapping():
-    for d, l in SD15_DIFFUSERS_TO_LDM.items():
-        assert ldm_to_diffusers(l) == d
+    for d, key in SD15_DIFFUSERS_TO_LDM.items():
+        assert ldm_to_diffusers(key) == d
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ from tests.helpers.images import disc_image, disc_rgba
 from tests.helpers.onnx_models import block_downloads, install_standin, use_model_home
 
 rembg = pytest.importorskip("rembg")
-import rembg.bg  # noqa: E402 - after the skip guard
+import rembg.bg  # noqa: E402, F811 - after the skip guard; the submodule, for monkeypatching
 
 MODEL = "u2net_human_seg"
 FG, BG, ERODE = 225, 16, 16

@@ -35,11 +35,13 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from lib_iclight import images, subject
+from lib_iclight import conditioning as subject, images
 from lib_iclight.backends.a1111 import A1111Backend
-from lib_iclight.backends.controller import ICLightController, Request
+from lib_iclight.conditioning import Conditioning
+from lib_iclight.webui.context import Request
+from lib_iclight.webui.controller import ICLightController
 from lib_iclight.rembg_session import Cutout
-from lib_iclight.unet_patch import UNetPatch
+from lib_iclight.backends.unet_patch import UNetPatch
 from lib_iclight.weights import read_model_info
 from tests.backends import harness
 from tests.backends.conftest import standins  # noqa: F401 - the Forge stand-ins fixture
@@ -133,7 +135,7 @@ def a1111_p(twins) -> Any:
     model = TinyLatentDiffusion(tm.ldm_unet_from(twins.unet_d, TINY_CONFIG, tm.TINY_LAYOUT))
     model.first_stage_model = TinyAutoencoder(ch_mult=VAE_CH_MULT).eval()
     tm.load_encoder(model.first_stage_model, twins.vae_state)
-    return SimpleNamespace(sd_model=model)
+    return _P(sd_model=model)
 
 
 def forge_p(twins) -> Any:
@@ -172,6 +174,10 @@ def vae_module(p: Any) -> torch.nn.Module:
 
 
 # ------------------------------------------------------------------------ both sides
+
+
+class _P(SimpleNamespace):
+    """A ``p`` the adapters can hold weakly."""
 
 
 @dataclass
@@ -226,7 +232,7 @@ def our_side(case: Case, backend: Any, p: Any, monkeypatch: pytest.MonkeyPatch) 
         foreground_threshold=225, background_threshold=16, erode_size=0, detail_transfer_raw=False,
     )
     background = images.composite_on_grey(Image.fromarray(background_rgb())) if case.kind == "fbc" else None
-    request = Request(None, None, None, prepared, background, False)
+    request = Request(None, None, None, Conditioning(prepared, background=background), False)
     controller = ICLightController(backend, model_dirs=list, settings=lambda: None)
 
     seen: dict[str, torch.Tensor] = {}

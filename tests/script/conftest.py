@@ -10,7 +10,6 @@ import types
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import save_file
 
 from tests.helpers.onnx_models import install_standin
@@ -23,7 +22,7 @@ _STANDIN_MODULES = ("modules", "networks")
 
 def _drop_standins() -> None:
     for name in list(sys.modules):
-        if name.split(".")[0] in _STANDIN_MODULES or name == "iclight_script" or name.startswith("lib_iclight.backends.webui_glue"):
+        if name.split(".")[0] in _STANDIN_MODULES or name == "iclight_script" or name.startswith("lib_iclight.webui.glue"):
             del sys.modules[name]
 
 

@@ -141,7 +141,7 @@ def test_a_model_replaced_for_sampling_stops_the_generation_and_names_the_extens
 def test_the_safety_net_is_what_stops_it(webui, unet, monkeypatch):
     """Negative control: without the delivery check, the swapped model returns an image
     without IC-Light, bit-identical to the other extension alone."""
-    from lib_iclight.backends import controller
+    from lib_iclight.webui import controller
 
     monkeypatch.setattr(controller, "require_delivery", lambda *args, **kwargs: None)
     _, with_ic = run_beside(webui, ModelSwapper(), ic_args())

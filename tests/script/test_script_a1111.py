@@ -273,7 +273,7 @@ def test_a_refiner_that_never_switches_is_no_obstacle(webui, unet, refiner, swit
 def test_the_refiner_is_named_as_the_webui_shows_it():
     from types import SimpleNamespace
 
-    from lib_iclight.backends.controller import refuse_refiner_switch
+    from lib_iclight.webui.controller import refuse_refiner_switch
 
     base = SimpleNamespace(short_title="base.safetensors [0a1b2c3d]")
     refiner = SimpleNamespace(short_title="detail.safetensors [4e5f6a7b]", title="detail.safetensors [4e5f6a7b...]")
@@ -290,7 +290,7 @@ def test_without_the_refusal_the_refiner_writes_into_the_patched_unet(webui, une
     """Negative control: A1111 loads the refiner's weights into the UNet mid-sampling,
     i.e. into IC-Light's merges; conv_in's size stops the load with torch's own error.
     The UNet is restored all the same, and the kept merges are not reused after the write."""
-    from lib_iclight.backends import controller
+    from lib_iclight.webui import controller
 
     reference = pixels(run(webui, ic_args())[1])
     before = snapshot(unet)
@@ -417,7 +417,7 @@ def test_settings_and_routes_are_registered(webui):
     models = TestClient(app).get("/ic-light/v1/models").json()
     assert {m["name"]: m["kind"] for m in models["models"]} == {"IC-Light-SD15-FC-fp8": "fc", "iclight_sd15_fbc": "fbc"}
     assert "u2net_human_seg" in models["rembg_models"]
-    from lib_iclight.api_request_args import ScriptArgsMiddleware
+    from lib_iclight.webui.api_request_args import ScriptArgsMiddleware
 
     assert [m.cls for m in app.user_middleware].count(ScriptArgsMiddleware) == 1
 
@@ -517,7 +517,7 @@ def test_encoded_conditioning_is_cached_until_the_vae_changes(webui, monkeypatch
 
 
 def test_the_prepared_subject_is_reused_for_the_same_input(webui, monkeypatch):
-    from lib_iclight import subject
+    from lib_iclight import conditioning as subject
 
     calls = []
     original = subject.prepare_subject
@@ -585,8 +585,7 @@ def test_kept_merges_follow_a_lora_in_and_out(webui, offset_reads):
     again (A1111's Lora copies its backup into every module it hooks whenever the set of
     LoRAs changes), the same LoRA again merges nothing, and every result equals a cold
     start on the same weights."""
-    with fresh_model(webui) as model:
-        unet = model.model.diffusion_model
+    with fresh_model(webui):
         ic = pixels(run(webui, ic_args(remove_bg=False))[1])
         lora_a = lora(webui, "a", 1)
         with_lora = pixels(run(webui, ic_args(remove_bg=False), loras=[lora_a])[1])
@@ -618,7 +617,7 @@ def test_kept_merges_follow_a_checkpoint_loaded_in_place(webui, offset_reads):
 
 
 def test_switching_models_never_holds_two_merged_copies(webui, monkeypatch):
-    from lib_iclight import unet_patch
+    from lib_iclight.backends import unet_patch
 
     with fresh_model(webui) as model:
         unet = model.model.diffusion_model

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from lib_iclight import axes
+from lib_iclight.webui import context
 from lib_iclight.errors import ICLightError
 from lib_iclight.lightmaps import make_lightmap
 from tests.helpers.images import to_base64
@@ -114,8 +115,8 @@ def test_apply_sets_what_the_process_hook_reads_on_the_cell_only(xyz):
     cell = copy(p)  # the plot's cells are shallow copies
     option(script, "IC Light foreground threshold").apply(cell, 200, [200])
     option(script, "IC Light remove background").apply(cell, "False", ["False"])
-    assert axes.overrides_of(p) == {"model_type": FBC}
-    assert axes.overrides_of(cell) == {"model_type": FBC, "foreground_threshold": 200, "remove_bg": False}
+    assert context.axis_values(p) == {"model_type": FBC}
+    assert context.axis_values(cell) == {"model_type": FBC, "foreground_threshold": 200, "remove_bg": False}
 
 
 def test_txt2img_grid_over_models_runs_each_cell_with_its_model(webui, xyz):
@@ -154,7 +155,7 @@ def test_img2img_grid_over_presets_and_background_removal(webui, xyz):
 def test_img2img_angle_axis_with_int_ranges(webui, xyz):
     _, processed = grid(webui, xyz, ic_args(), img2img=True, x=("IC Light light angle", "0-180 (+180)"))
     cells = processed.images[1:]
-    for cell, preset, text in zip(cells, ("right", "left"), processed.infotexts[1:]):
+    for cell, preset in zip(cells, ("right", "left")):
         alone = run(webui, ic_args(input_fg=to_base64(make_lightmap(preset, 64, 64))), img2img=True)[1]
         assert same_images(pixels(alone, 1), [pixels_of(cell)])
     assert "IC Light light map: 180" in processed.infotexts[2]
@@ -199,7 +200,7 @@ def test_the_process_hook_refuses_axis_values_with_ic_light_off(webui):
     p = processing.StableDiffusionProcessingTxt2Img(prompt="a photo")
     p.scripts = scripts.ScriptRunner([webui.script])
     p.script_args = tuple(default_args())
-    axes.set_value(p, axes.AXES_BY_LABEL["IC Light model"], FC)
+    context.with_axis_value(p, axes.AXES_BY_LABEL["IC Light model"].target, axes.parse_value(axes.AXES_BY_LABEL["IC Light model"], FC))
     with pytest.raises(ICLightError, match="^enable: "):
         processing.process_images(p)
 
@@ -210,7 +211,7 @@ def test_the_light_map_axis_is_refused_in_txt2img(webui):
     p = processing.StableDiffusionProcessingTxt2Img(prompt="a photo")
     p.scripts = scripts.ScriptRunner([webui.script])
     p.script_args = tuple(ic_args())
-    axes.set_value(p, axes.AXES_BY_LABEL["IC Light light map"], "left")
+    context.with_axis_value(p, axes.AXES_BY_LABEL["IC Light light map"].target, axes.parse_value(axes.AXES_BY_LABEL["IC Light light map"], "left"))
     with pytest.raises(ICLightError, match="^light_map: only img2img"):
         processing.process_images(p)
 
@@ -245,7 +246,7 @@ def forge_classic_xyz(monkeypatch):
 
 
 def register(data):
-    from lib_iclight.backends import xyz_axes
+    from lib_iclight.webui import xyz_axes
 
     return xyz_axes.register(data, model_kinds=lambda: {FC: "fc"}, rembg_models=lambda: ["u2net"],
                              resolve_model=lambda name: SimpleNamespace(name=name, kind="fc"))
@@ -273,7 +274,7 @@ def test_an_xyz_plot_without_per_tab_classes_is_left_alone(forge_classic_xyz, mo
 
 
 def test_script_args_of_finds_the_ic_light_slice():
-    from lib_iclight.backends import xyz_axes
+    from lib_iclight.webui import xyz_axes
 
     script = SimpleNamespace(title=lambda: "IC Light", args_from=2, args_to=4)
     other = SimpleNamespace(title=lambda: "Other", args_from=0, args_to=2)

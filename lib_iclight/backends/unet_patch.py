@@ -28,7 +28,7 @@ from typing import Any, Mapping, Protocol, Sequence
 import torch
 from torch import nn
 
-from .errors import ICLightConflict, ICLightError
+from ..errors import ICLightConflict, ICLightError
 
 logger = logging.getLogger("iclight.unet_patch")
 

@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from .. import axes
 from ..axes import AxisSpec
+from . import context
 
 logger = logging.getLogger("iclight.xyz_axes")
 
@@ -96,7 +97,7 @@ def make_options(
 
 def _apply(axis: AxisSpec) -> Callable[[Any, Any, Any], None]:
     def apply(p: Any, value: Any, _values: Any) -> None:
-        axes.set_value(p, axis, value)
+        context.with_axis_value(p, axis.target, axes.parse_value(axis, value))
 
     return apply
 

@@ -11,13 +11,13 @@ caller as an HTTP error body and the UI's error box, and no image is produced.
 
 from __future__ import annotations
 
-import functools
 import logging
 from typing import Any, Callable
 
+from . import context
+
 logger = logging.getLogger("iclight.tripwire")
 
-_ARMED = "_iclight_tripwire"
 _SAMPLER_METHODS = ("sample", "sample_img2img")
 
 
@@ -35,7 +35,7 @@ def arm(p: Any, error: BaseException) -> None:
     ``process_before_every_sampling``, where ``p.sampler`` is the sampler about to run).
     """
     logger.error("IC Light refused the generation: %s", error)
-    setattr(p, _ARMED, error)
+    context.ensure(p).error = error
     p.sample = _raiser(error)
     sampler = getattr(p, "sampler", None)
     if sampler is not None:
@@ -46,24 +46,5 @@ def arm(p: Any, error: BaseException) -> None:
 
 def armed_error(p: Any) -> BaseException | None:
     """The error this generation was stopped with, if any."""
-    return getattr(p, _ARMED, None)
-
-
-def wrap_sampler(p: Any, around: Callable[[Callable[..., Any]], Callable[..., Any]]) -> bool:
-    """Wrap ``p.sampler``'s sampling methods once with ``around(original) -> replacement``.
-
-    Used to open the IC-Light window exactly for the duration of the sampler call.
-    Re-wrapping the same sampler object is a no-op, so the hook stays idempotent.
-    Returns False when there is no sampler to wrap (the caller must then fail loudly).
-    """
-    sampler = getattr(p, "sampler", None)
-    if sampler is None:
-        return False
-    if getattr(sampler, "_iclight_wrapped", False):
-        return True
-    for name in _SAMPLER_METHODS:
-        original = getattr(sampler, name, None)
-        if callable(original):
-            setattr(sampler, name, functools.wraps(original)(around(original)))
-    sampler._iclight_wrapped = True
-    return True
+    found = context.context_of(p)
+    return None if found is None else found.error

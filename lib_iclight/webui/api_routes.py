@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Protocol, Sequence
 
-from .args import ARG_NAMES, json_schema
+from ..args import ARG_NAMES, json_schema
 
 logger = logging.getLogger("iclight.api_routes")
 

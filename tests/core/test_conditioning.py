@@ -1,21 +1,25 @@
-"""lib_iclight.subject: preparing the conditioning images for one generation."""
+"""lib_iclight.conditioning: preparing the conditioning images for one generation."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from lib_iclight.errors import ICLightError
-from lib_iclight.lightmaps import make_lightmap
-from lib_iclight.rembg_session import clear_session_cache
-from lib_iclight.subject import (
+from lib_iclight.args import ICLightArgs
+from lib_iclight.conditioning import (
     PreparedImages,
-    light_map_image,
-    prepare_background,
+    prepare_conditioning,
     prepare_subject,
     reinforce_foreground,
 )
+from lib_iclight.errors import ICLightError
+from lib_iclight.images import composite_on_grey, resize_and_center_crop
+from lib_iclight.lightmaps import make_lightmap
+from lib_iclight.rembg_session import clear_session_cache
+from lib_iclight.weights import ICModelInfo
 from tests.helpers.images import DISC_COLOUR, DARK, disc_image, disc_rgba, halves, to_base64
 from tests.helpers.onnx_models import use_model_home
 
@@ -57,7 +61,6 @@ def test_remove_bg_puts_the_cut_out_on_grey(standin):
     assert prepared.removed_bg.mode == "RGBA" and prepared.removed_bg.size == (64, 64)
     assert np.array_equal(np.asarray(prepared.removed_bg.getchannel("A")), np.asarray(prepared.mask))
     assert prepared.cutout is prepared.removed_bg
-    assert prepared.bg is None
 
 
 def test_remove_bg_detail_source_raw_or_cut_out(standin):
@@ -70,7 +73,7 @@ def test_remove_bg_detail_source_raw_or_cut_out(standin):
 
 
 def test_remove_bg_runs_at_the_generation_size(standin, monkeypatch):
-    import lib_iclight.subject as subject
+    import lib_iclight.conditioning as subject
 
     sizes = []
     real = subject.cut_out_subject
@@ -86,7 +89,7 @@ def test_remove_bg_runs_at_the_generation_size(standin, monkeypatch):
 
 
 def test_remove_bg_passes_the_thresholds(standin, monkeypatch):
-    import lib_iclight.subject as subject
+    import lib_iclight.conditioning as subject
 
     seen = []
 
@@ -101,7 +104,7 @@ def test_remove_bg_passes_the_thresholds(standin, monkeypatch):
 
 
 def test_alpha_input_uses_its_own_alpha_without_rembg(monkeypatch):
-    import lib_iclight.subject as subject
+    import lib_iclight.conditioning as subject
 
     monkeypatch.setattr(subject, "cut_out_subject", lambda *a, **k: pytest.fail("rembg must not run"))
     rgba = disc_rgba()
@@ -129,30 +132,9 @@ def test_subject_is_crop_resized_not_stretched():
     assert abs((xs.max() - xs.min()) - (ys.max() - ys.min())) <= 1
 
 
-def test_background_is_prepared_when_given():
-    bg = halves(200, 100)
-    prepared = prepare(disc_image(), background=bg)
-    assert prepared.bg.mode == "RGB" and prepared.bg.size == (64, 64)
-
-
 def test_missing_subject_is_an_input_fg_error():
     with pytest.raises(ICLightError, match=r"^input_fg: no image given"):
         prepare(None)
-
-
-# --------------------------------------------------------------- background
-
-
-def test_prepare_background_crops_and_flattens():
-    rgba = Image.new("RGBA", (100, 50), (255, 0, 0, 0))
-    out = prepare_background(rgba, 40, 40)
-    assert out.mode == "RGB" and out.size == (40, 40) and out.getpixel((20, 20)) == GREY3
-    wide = prepare_background(halves(200, 50), 20, 20)
-    assert wide.getpixel((2, 10))[0] > 200 and wide.getpixel((17, 10))[2] > 200
-
-
-def test_prepare_background_accepts_other_modes():
-    assert prepare_background(Image.new("L", (10, 10), 9), 5, 5).getpixel((2, 2)) == (9, 9, 9)
 
 
 # --------------------------------------------------------------- reinforce
@@ -190,32 +172,71 @@ def test_reinforce_fits_a_light_map_of_another_size():
     assert out.size == (64, 64)
 
 
-# ---------------------------------------------------------------- light map
+# ------------------------------------------------------------ conditioning
+
+def model(kind: str) -> ICModelInfo:
+    return ICModelInfo(f"test-{kind}", Path(f"test-{kind}.safetensors"), kind, 8 if kind == "fc" else 12)
 
 
-def test_light_map_preset_when_nothing_uploaded():
-    for empty in (None, "", {"image": None}):
-        out = light_map_image(empty, "right", 48, 32)
-        assert np.array_equal(np.asarray(out), np.asarray(make_lightmap("right", 48, 32)))
+def conditioning(args: ICLightArgs, kind: str = "fc", **kwargs):
+    options = dict(width=64, height=64, is_img2img=False)
+    options.update(kwargs)
+    return prepare_conditioning(args, model(kind), **options)
 
 
-def test_light_map_angle_preset():
-    out = light_map_image(None, "45deg", 32, 32)
-    assert np.array_equal(np.asarray(out), np.asarray(make_lightmap(45, 32, 32)))
+def test_txt2img_fc_is_the_subject_alone():
+    made = conditioning(ICLightArgs(enable=True, input_fg=disc_image(), remove_bg=False))
+    assert made.background is None and made.init_image is None and made.subject_photo is None
+    assert made.sources() == [made.subject.fg_source]
 
 
-def test_light_map_upload_wins_and_is_crop_resized():
-    upload = halves(200, 50)
-    out = light_map_image(to_base64(upload), "left", 20, 20)
-    assert out.mode == "RGB" and out.size == (20, 20)
-    assert out.getpixel((2, 10))[0] > 200 and out.getpixel((17, 10))[2] > 200
+def test_txt2img_fbc_background_is_flattened_at_its_own_size():
+    rgba = Image.new("RGBA", (100, 50), (255, 0, 0, 0))
+    made = conditioning(ICLightArgs(enable=True, input_fg=disc_image(), uploaded_bg=rgba, remove_bg=False), "fbc")
+    assert made.background.mode == "RGB" and made.background.size == (100, 50)
+    assert made.background.getpixel((50, 25)) == GREY3
+    assert made.sources() == [made.subject.fg_source, made.background]
 
 
-def test_light_map_errors_name_the_argument():
-    with pytest.raises(ICLightError, match=r"^input_fg: not valid base64"):
-        light_map_image("???", "left", 8, 8, arg="input_fg")
-    with pytest.raises(ICLightError, match=r"^light_map: unknown light direction"):
-        light_map_image(None, "sideways", 8, 8)
+def test_img2img_light_map_is_crop_resized_and_the_photo_is_the_subject():
+    photo = disc_image()
+    made = conditioning(ICLightArgs(enable=True, input_fg=halves(200, 50), remove_bg=False),
+                        width=20, height=20, is_img2img=True, init_image=to_base64(photo))
+    assert made.init_image.mode == "RGB" and made.init_image.size == (20, 20)
+    assert made.init_image.getpixel((2, 10))[0] > 200 and made.init_image.getpixel((17, 10))[2] > 200
+    assert np.array_equal(np.asarray(made.subject_photo), np.asarray(photo))
+
+
+def test_img2img_light_map_by_name_is_drawn_at_the_size():
+    args = ICLightArgs(enable=True, input_fg=None, remove_bg=False)
+    for name in ("right", 45):
+        made = conditioning(args, width=48, height=32, is_img2img=True, init_image=disc_image(), light_map=name)
+        expected = resize_and_center_crop(composite_on_grey(make_lightmap(name, 48, 32)), 48, 32)
+        assert np.array_equal(np.asarray(made.init_image), np.asarray(expected))
+
+
+def test_img2img_reinforce_pastes_the_subject():
+    args = ICLightArgs(enable=True, input_fg=make_lightmap("left", 64, 64), remove_bg=False, reinforce_fg=True)
+    made = conditioning(args, is_img2img=True, init_image=disc_rgba())
+    assert made.init_image.getpixel((32, 32)) == DISC_COLOUR
+
+
+@pytest.mark.parametrize("args, kind, kwargs, message", [
+    (ICLightArgs(enable=True), "fc", {}, r"^input_fg: no image given"),
+    (ICLightArgs(enable=True, input_fg=disc_image()), "fbc", {}, r"^uploaded_bg: no image given: the fbc model test-fbc"),
+    (ICLightArgs(enable=True, input_fg=disc_image()), "fc", {"light_map": "left"}, r"^light_map: only img2img"),
+    (ICLightArgs(enable=True, input_fg=disc_image()), "fc", {"is_img2img": True}, r"^init_images: no image given"),
+    (ICLightArgs(enable=True), "fc", {"is_img2img": True, "init_image": disc_image()}, r"^input_fg: no image given"),
+    (ICLightArgs(enable=True, input_fg=disc_image()), "fbc", {"is_img2img": True, "init_image": disc_image()},
+     r"^model_type: img2img relighting needs an fc model"),
+    (ICLightArgs(enable=True, input_fg=disc_image()), "fc", {"is_img2img": True, "init_image": "???"},
+     r"^init_images: not valid base64"),
+    (ICLightArgs(enable=True), "fc", {"is_img2img": True, "init_image": disc_image(), "light_map": "sideways"},
+     r"^light_map: unknown light direction"),
+])
+def test_conditioning_errors_name_the_argument(args, kind, kwargs, message):
+    with pytest.raises(ICLightError, match=message):
+        conditioning(args, kind, **kwargs)
 
 
 def test_any_pil_mode_is_accepted():

@@ -16,18 +16,16 @@ controller turns hook calls into core calls:
 Every failure arms the tripwire (see :mod:`.tripwire`): the generation stops with the
 message instead of going on without IC-Light. And whatever another extension does to the
 model, the patcher or the forward, ``p.sample`` fails unless every UNet call it made
-carried IC-Light's conditioning (:mod:`lib_iclight.delivery`): IC Light enabled never
+carried IC-Light's conditioning (:mod:`lib_iclight.backends.delivery`): IC Light enabled never
 returns an image without it.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -35,48 +33,26 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .. import axes, images, subject
-from ..args import ICLightArgs, parse_args
-from ..delivery import DeliveryProbe, require_delivery
+from .. import axes, images
+from ..args import ICLightArgs, parse_args, subject_options
+from ..backends.base import Backend
+from ..backends.delivery import DeliveryProbe, require_delivery
+from ..backends.status import image_bytes, tensor_bytes
+from ..conditioning import PreparedImages, prepare_conditioning, prepare_subject_for
 from ..detail import detail_transfer
 from ..errors import ICLightError
-from ..lightmaps import make_lightmap
-from ..settings import ICLightSettings
-from ..status import image_bytes, tensor_bytes
-from ..weights import ICModelInfo, cache_entries, resolve_model, set_cache_capacity
-from . import tripwire
-from .base import Backend
+from ..weights import cache_entries, resolve_model, set_cache_capacity
+from . import context, tripwire
+from .context import Request
+from .settings import ICLightSettings
 
 logger = logging.getLogger("iclight.controller")
 
-_REQUEST = "_iclight_request"
 _SAMPLE_GUARD = "_iclight_sample_guard"
 _DISTRIBUTE = "Distribute"
 """The title of sd-webui-distributed's AlwaysOn script."""
 _LATENT_CACHE_SIZE = 8
 _SUBJECT_CACHE_SIZE = 2
-
-
-@dataclass
-class Request:
-    """One enabled generation: validated args, the model, and the prepared images."""
-
-    args: ICLightArgs
-    info: ICModelInfo
-    offsets: Any
-    """What the backend's ``load_offsets`` gave for ``info``; only the backend looks inside."""
-    prepared: subject.PreparedImages
-    background: Image.Image | None
-    """``"RGB"`` at its own size: the fbc background flattened on grey; None for fc."""
-    is_img2img: bool
-    concat_by_size: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
-    subject_image: Image.Image | None = None
-    """img2img: the input photo as decoded; the colour correction's source."""
-    color_target: Any = None
-    """The WebUI's colour correction target made from ``subject_image``, once per request."""
-    local_images: int | None = None
-    """How many images this WebUI makes for the request (batch size x count); images other
-    extensions add to the output (another machine's share, ControlNet's maps) get no extras."""
 
 
 def _digest(*parts: Image.Image | None) -> str:
@@ -90,9 +66,9 @@ def _digest(*parts: Image.Image | None) -> str:
     return digest.hexdigest()
 
 
-def _prepared_bytes(prepared: subject.PreparedImages) -> int:
+def _prepared_bytes(prepared: PreparedImages) -> int:
     """Memory of one prepared subject's images, each image counted once."""
-    images_ = {id(im): im for im in (prepared.fg, prepared.bg, prepared.mask, prepared.removed_bg,
+    images_ = {id(im): im for im in (prepared.fg, prepared.fg_source, prepared.mask, prepared.removed_bg,
                                       prepared.detail_source, prepared.cutout) if im is not None}
     return sum(image_bytes(im) for im in images_.values())
 
@@ -192,6 +168,11 @@ def json_ready_script_args(p: Any, args_from: int | None, args_to: int | None) -
     return count
 
 
+def _request_of(p: Any) -> Request | None:
+    ctx = context.context_of(p)
+    return None if ctx is None else ctx.request
+
+
 def _guarded(hook: Callable[..., Any]) -> Callable[..., Any]:
     """Run a hook; on any error, arm the tripwire so the generation stops with it."""
 
@@ -229,7 +210,7 @@ class ICLightController:
         self.interrupted = interrupted
         self.color_target = color_target
         self._latents: OrderedDict[tuple, torch.Tensor] = OrderedDict()
-        self._subjects: OrderedDict[tuple, subject.PreparedImages] = OrderedDict()
+        self._subjects: OrderedDict[tuple, PreparedImages] = OrderedDict()
 
     # -- before_process ----------------------------------------------------------------
 
@@ -248,38 +229,31 @@ class ICLightController:
     @_guarded
     def process(self, p: Any, *raw_args: Any) -> None:
         """Validate and prepare everything that does not need the sampling size."""
-        setattr(p, _REQUEST, None)
+        ctx = context.start(p, None)
         self._observe(p)
-        overrides = axes.overrides_of(p)  # values of X/Y/Z plot axes for this cell
+        overrides = ctx.axis_values  # values of X/Y/Z plot axes for this cell
         args = parse_args(axes.with_overrides(list(raw_args), overrides) if overrides else list(raw_args))
         axes.check_enabled(args.enable, overrides)
         if not args.enable:
             return
         info = resolve_model(args.model_type, self.model_dirs())
         is_img2img = getattr(p, "init_images", None) is not None
-        if is_img2img and info.kind != "fc":
-            raise ICLightError("model_type", f"img2img relighting needs an fc model, {info.name} is {info.kind}")
-        direction = axes.light_map_of(overrides)
-        if direction is not None and not is_img2img:
-            raise ICLightError("light_map", "only img2img takes a light map; in txt2img input_fg is the subject")
         self.backend.check_model(p)
         refuse_refiner_switch(p)
-        settings = self.settings()
+        ctx.settings = settings = self.settings()
         set_cache_capacity(settings.offset_cache_size)
-        offsets = self.backend.load_offsets(info)
         width, height = self._largest_size(p)
-        if direction is not None:  # drawn at the size it is used at, as the panel's presets are
-            args = dataclasses.replace(args, input_fg=make_lightmap(direction, width, height))
-        subject_image = None
-        if is_img2img:
-            prepared, subject_image = self._prepare_img2img(p, args, width, height)
-            background = None
-        else:
-            prepared, background = self._prepare_txt2img(args, info, width, height)
-        request = Request(args, info, offsets, prepared, background, is_img2img, subject_image=subject_image,
-                          local_images=int(getattr(p, "batch_size", 1)) * int(getattr(p, "n_iter", 1)))
-        setattr(p, _REQUEST, request)
-        self._guard_sampling(p, request)
+        init_images = getattr(p, "init_images", None) or [None]
+        conditioning = prepare_conditioning(args, info, width=width, height=height, is_img2img=is_img2img,
+                                            init_image=init_images[0], light_map=axes.light_map_of(overrides),
+                                            prepare=self._prepare_subject)
+        offsets = self.backend.load_offsets(info)
+        if conditioning.init_image is not None:
+            # The light map is what the WebUI encodes as the init latent; the subject goes in by concat.
+            p.init_images = [conditioning.init_image]
+        ctx.request = Request(args, info, offsets, conditioning, is_img2img,
+                              local_images=int(getattr(p, "batch_size", 1)) * int(getattr(p, "n_iter", 1)))
+        self._guard_sampling(p, ctx.request)
         p.extra_generation_params.update(args.infotext(model_name=info.name))
         p.extra_generation_params.update(axes.infotext(overrides))
         logger.info("IC Light: %s (%s) on %dx%d", info.name, info.kind, width, height)
@@ -304,55 +278,18 @@ class ICLightController:
             target = max(resize_x, resize_y * width // height), max(resize_y, resize_x * height // width)
         return (target if target[0] * target[1] > width * height else (width, height))
 
-    def _prepare_kwargs(self, args: ICLightArgs) -> dict[str, Any]:
-        return dict(
-            remove_bg=args.remove_bg,
-            rembg_model=args.rembg_model,
-            foreground_threshold=args.foreground_threshold,
-            background_threshold=args.background_threshold,
-            erode_size=args.erode_size,
-            detail_transfer_raw=args.detail_transfer_raw,
-        )
-
-    def _prepare_subject(self, image: Image.Image, args: ICLightArgs, width: int, height: int) -> subject.PreparedImages:
+    def _prepare_subject(self, image: Image.Image, args: ICLightArgs, width: int, height: int) -> PreparedImages:
         """The prepared subject, reused while the same image is sent with the same settings
         (background removal with alpha matting costs ~0.8 s at 512x512 on CPU)."""
-        kwargs = self._prepare_kwargs(args)
-        key = (_digest(image), width, height, tuple(sorted(kwargs.items())))
+        key = (_digest(image), width, height, tuple(sorted(subject_options(args).items())))
         prepared = self._subjects.get(key)
         if prepared is None:
-            prepared = subject.prepare_subject(image, width=width, height=height, **kwargs)
+            prepared = prepare_subject_for(image, args, width, height)
             self._subjects[key] = prepared
             while len(self._subjects) > _SUBJECT_CACHE_SIZE:
                 self._subjects.popitem(last=False)
         self._subjects.move_to_end(key)
         return prepared
-
-    def _prepare_txt2img(self, args: ICLightArgs, info: ICModelInfo, width: int, height: int) -> tuple[subject.PreparedImages, Image.Image | None]:
-        if args.input_fg is None:
-            raise ICLightError("input_fg", "no image given: txt2img needs the subject image")
-        background = None
-        if info.kind == "fbc":
-            if args.uploaded_bg is None:
-                raise ICLightError("uploaded_bg", f"no image given: the fbc model {info.name} needs a background image")
-            # Flattened at its own size; each pass crop-resizes it, as the reference does.
-            background = images.composite_on_grey(args.uploaded_bg)
-        return self._prepare_subject(args.input_fg, args, width, height), background
-
-    def _prepare_img2img(self, p: Any, args: ICLightArgs, width: int, height: int) -> tuple[subject.PreparedImages, Image.Image]:
-        source = p.init_images[0] if p.init_images else None
-        if source is None:
-            raise ICLightError("init_images", "no image given: img2img needs the subject as its input image")
-        if args.input_fg is None:
-            raise ICLightError("input_fg", "no image given: img2img needs a light map (a preset or an upload)")
-        subject_image = images.decode_image(source, "init_images")
-        prepared = self._prepare_subject(subject_image, args, width, height)
-        light_map = images.resize_and_center_crop(images.composite_on_grey(args.input_fg), width, height)
-        if args.reinforce_fg:
-            light_map = subject.reinforce_foreground(light_map, prepared)
-        # The light map is what A1111 encodes as the init latent; the subject goes in by concat.
-        p.init_images = [light_map]
-        return prepared, subject_image
 
     # -- the delivery guard ------------------------------------------------------------
 
@@ -390,7 +327,7 @@ class ICLightController:
     @_guarded
     def process_before_every_sampling(self, p: Any, *script_args: Any, **kwargs: Any) -> None:
         """Encode the conditioning at the size of the latent about to be sampled, then install."""
-        request: Request | None = getattr(p, _REQUEST, None)
+        request = _request_of(p)
         if request is None:
             return
         x = kwargs.get("x")
@@ -412,10 +349,11 @@ class ICLightController:
         (a grey light map made every result grey). ``p.init`` has run by this hook.
         """
         corrections = getattr(p, "color_corrections", None)
-        if not request.is_img2img or not corrections or self.color_target is None or request.subject_image is None:
+        photo = request.conditioning.subject_photo
+        if not request.is_img2img or not corrections or self.color_target is None or photo is None:
             return
         if request.color_target is None:  # only with the setting on; once for every pass and batch
-            request.color_target = self.color_target(images.composite_on_grey(request.subject_image))
+            request.color_target = self.color_target(images.composite_on_grey(photo))
         p.color_corrections = [request.color_target] * len(corrections)
 
     def _encode_conditioning(self, p: Any, request: Request, width: int, height: int) -> torch.Tensor:
@@ -425,9 +363,7 @@ class ICLightController:
         fg and bg go through the VAE as one batch whose latents are joined on channels in
         that order: the reference's steps for both the first and the hires pass.
         """
-        parts = [images.resize_and_center_crop(request.prepared.fg_source, width, height)]
-        if request.background is not None:
-            parts.append(images.resize_and_center_crop(request.background, width, height))
+        parts = [images.resize_and_center_crop(source, width, height) for source in request.conditioning.sources()]
         key = (_digest(*parts), width, height, self.backend.vae_fingerprint(p))
         cached = self._latents.get(key)
         if cached is not None:
@@ -445,29 +381,34 @@ class ICLightController:
 
     @_guarded
     def postprocess_image(self, p: Any, pp: Any, *script_args: Any) -> None:
-        request: Request | None = getattr(p, _REQUEST, None)
-        if request is None or not request.args.detail_transfer:
+        ctx = context.context_of(p)
+        request = _request_of(p)
+        if request is None or ctx is None or not request.args.detail_transfer:
             return
-        if self.settings().detail_transfer_mode == "replace":
+        if ctx.settings is not None and ctx.settings.detail_transfer_mode == "replace":
             pp.image = self._detail(request, pp.image)
 
     def _detail(self, request: Request, image: Image.Image) -> Image.Image:
-        result = detail_transfer(image, request.prepared.detail_source, request.args.detail_transfer_blur_radius)
+        result = detail_transfer(image, request.conditioning.subject.detail_source, request.args.detail_transfer_blur_radius)
         result.info.update(image.info)
         return result
 
     def postprocess(self, p: Any, processed: Any, *script_args: Any) -> None:
         """Append the extra outputs, then leave the model as found. Never raises."""
-        request: Request | None = getattr(p, _REQUEST, None)
+        ctx = context.context_of(p)
+        request = _request_of(p)
+        settings = ctx.settings if ctx is not None and ctx.settings is not None else None
         try:
-            if request is not None and tripwire.armed_error(p) is None:
-                self._append_outputs(request, processed)
+            if request is not None and settings is not None and tripwire.armed_error(p) is None:
+                self._append_outputs(request, settings, processed)
         except Exception:  # noqa: BLE001 - the images are made; losing an extra is not worth a 500
             logger.exception("IC Light: could not add the extra output images")
         finally:
-            setattr(p, _REQUEST, None)
+            if ctx is not None:
+                ctx.request = None
             self._unguard_sampling(p)
-            self.backend.cleanup(p, keep_merged=self.settings().keep_merged)
+            keep_merged = settings.keep_merged if settings is not None else self.settings().keep_merged
+            self.backend.cleanup(p, keep_merged=keep_merged)
             self._observe(p)
 
     def _observe(self, p: Any) -> None:
@@ -510,16 +451,15 @@ class ICLightController:
             },
         }
 
-    def _append_outputs(self, request: Request, processed: Any) -> None:
-        settings = self.settings()
+    def _append_outputs(self, request: Request, settings: ICLightSettings, processed: Any) -> None:
         first = getattr(processed, "index_of_first_image", 0)
         end = None if request.local_images is None else first + request.local_images
         generated = list(processed.images[first:end])
         extras: list[Image.Image] = []
         if request.args.detail_transfer and settings.detail_transfer_mode == "append":
             extras.extend(self._detail(request, image) for image in generated)
-        if request.args.remove_bg and settings.append_removed_bg and request.prepared.removed_bg is not None:
-            extras.append(request.prepared.removed_bg)
+        if request.args.remove_bg and settings.append_removed_bg and request.conditioning.subject.removed_bg is not None:
+            extras.append(request.conditioning.subject.removed_bg)
         if not extras:
             return
         infotexts = getattr(processed, "infotexts", None)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lib_iclight.delivery import DeliveryCount, DeliveryProbe, require_delivery
+from lib_iclight.backends.delivery import DeliveryCount, DeliveryProbe, require_delivery
 from lib_iclight.errors import ICLightConflict
-from lib_iclight.unet_patch import UNetPatch
+from lib_iclight.backends.unet_patch import UNetPatch
 from tests.helpers.tiny_unet import make_offsets, make_tiny_unet, sample
 
 

@@ -7,7 +7,7 @@ import threading
 
 import torch
 
-from lib_iclight.status import ConvInWatch, LedgerSnapshot, MergeLedger, conv_in_weight, image_bytes
+from lib_iclight.backends.status import ConvInWatch, LedgerSnapshot, MergeLedger, conv_in_weight, image_bytes
 from tests.helpers.tiny_unet import make_tiny_unet
 
 

@@ -17,7 +17,7 @@ gr = pytest.importorskip("gradio")
 
 from PIL import Image  # noqa: E402
 
-from lib_iclight import ui  # noqa: E402
+from lib_iclight.webui import ui  # noqa: E402
 from lib_iclight.args import ARG_NAMES, ARG_SPECS, SPECS_BY_NAME  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lib_iclight.errors import ICLightConflict, ICLightError
-from lib_iclight.unet_patch import UNetPatch, concat_to_batch, merge_offset
+from lib_iclight.backends.unet_patch import UNetPatch, concat_to_batch, merge_offset
 from tests.helpers.tiny_unet import assert_same, make_offsets, make_tiny_unet, sample, snapshot
 
 
@@ -271,7 +271,7 @@ def test_the_patch_holds_the_unet_weakly_outside_the_window():
 
 
 def test_a_lazy_source_is_read_in_bounded_chunks(unet, monkeypatch):
-    from lib_iclight import unet_patch
+    from lib_iclight.backends import unet_patch
 
     offsets = make_offsets(unet, "fc")
     biggest = max(2 * v.numel() for v in offsets.values())

@@ -20,9 +20,9 @@ from typing import Any, Callable, Mapping, Sequence
 import gradio as gr
 from PIL import Image
 
-from .args import ARG_NAMES, ARG_SPECS, SPECS_BY_NAME, ArgSpec
-from .errors import ICLightError
-from .lightmaps import LIGHT_PRESETS, make_lightmap
+from ..args import ARG_NAMES, ARG_SPECS, SPECS_BY_NAME, ArgSpec
+from ..errors import ICLightError
+from ..lightmaps import LIGHT_PRESETS, make_lightmap
 
 logger = logging.getLogger("iclight.ui")
 
@@ -54,19 +54,11 @@ def _image_format_args() -> dict[str, str]:
     ``format``."""
     return {"format": "png"} if "format" in inspect.signature(gr.Image.__init__).parameters else {}
 
-# Where each argument sits: one tuple per row, below the accordion's header (``enable``).
-# The labels, defaults and ranges still come from ARG_SPECS; this only places them.
-_ROWS: tuple[tuple[str, ...], ...] = (
-    ("model_type",),
-    ("input_fg", "uploaded_bg"),
-    ("remove_bg", "rembg_model"),
-    ("foreground_threshold", "background_threshold", "erode_size"),
-    ("detail_transfer", "detail_transfer_raw", "detail_transfer_blur_radius"),
-    ("reinforce_fg",),
+# Where each argument sits: one tuple per row below the accordion's header (``enable``),
+# from each argument's ``row`` in ARG_SPECS.
+_ROWS: tuple[tuple[str, ...], ...] = tuple(
+    tuple(spec.name for spec in ARG_SPECS if spec.row == row) for row in sorted({s.row for s in ARG_SPECS[1:]})
 )
-
-if tuple(name for row in _ROWS for name in row) != ARG_NAMES[1:]:  # pragma: no cover
-    raise AssertionError("ui._ROWS must place every argument of ARG_SPECS after enable, in order")
 
 AccordionFactory = Callable[..., Any]
 """``factory(value=bool, label=str, elem_id=str)`` -> a context manager that is itself the

@@ -1,5 +1,9 @@
 """The images one IC-Light generation is conditioned on, prepared from the caller's input.
 
+:func:`prepare_conditioning` is the one place that makes them, for every mode: the subject
+(txt2img ``input_fg``, img2img's input photo), the fbc background, and img2img's light map
+(a preset by name or angle, or an upload), reinforced with the subject when asked.
+
 IC-Light was trained on subjects cut out and placed on flat grey 127, so whatever the
 caller sends becomes that: the background removed by rembg, or the input's own alpha,
 or (neither) the picture as it is. Everything is brought to the generation size by
@@ -10,16 +14,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from PIL import Image
 
+from .args import ICLightArgs, subject_options
 from .errors import ICLightError
 from .images import composite_on_grey, decode_image, has_alpha, normalise_mode, resize_and_center_crop
 from .lightmaps import make_lightmap
 from .rembg_session import cut_out_subject
+from .weights import ICModelInfo
 
-logger = logging.getLogger("iclight.subject")
+logger = logging.getLogger("iclight.conditioning")
 
 
 @dataclass(kw_only=True)
@@ -32,8 +38,6 @@ class PreparedImages:
     """``"RGB"``: what each sampling pass crop-resizes its conditioning from: the input on
     grey at its own size, as the reference resizes its composited input for every pass;
     ``fg`` itself when rembg cut the subject out at the generation size."""
-    bg: Image.Image | None = None
-    """``"RGB"``: the background for the fbc model; None for fc."""
     mask: Image.Image | None = None
     """``"L"`` 0..255: the subject's alpha; None when the input has none and rembg is off."""
     removed_bg: Image.Image | None = None
@@ -58,7 +62,6 @@ def prepare_subject(
     background_threshold: int,
     erode_size: int,
     detail_transfer_raw: bool,
-    background: Image.Image | None = None,
 ) -> PreparedImages:
     """Prepare the subject image ``image`` (PIL, any mode) for a ``width`` x ``height`` generation.
 
@@ -71,7 +74,6 @@ def prepare_subject(
     after; rembg and matting then work on at most the pixels the generation uses (the
     reference cuts out at the input's size). ``detail_source`` is the crop-resized raw
     input (alpha flattened on grey) when ``detail_transfer_raw``, else ``fg``.
-    ``background`` (optional, any mode) becomes ``bg`` through :func:`prepare_background`.
     """
     if image is None:
         raise ICLightError("input_fg", "no image given; IC-Light needs a subject image")
@@ -100,18 +102,11 @@ def prepare_subject(
     return PreparedImages(
         fg=fg,
         fg_source=fg_source,
-        bg=None if background is None else prepare_background(background, width, height),
         mask=mask,
         removed_bg=removed_bg,
         detail_source=raw if detail_transfer_raw else fg,
         cutout=cutout,
     )
-
-
-def prepare_background(image: Image.Image, width: int, height: int) -> Image.Image:
-    """The fbc background: ``image`` (any mode) with its alpha flattened on grey 127, then
-    crop-resized to ``width`` x ``height`` -> ``"RGB"``."""
-    return resize_and_center_crop(composite_on_grey(image), width, height)
 
 
 def reinforce_foreground(light_map: Image.Image, subject: PreparedImages) -> Image.Image:
@@ -131,16 +126,71 @@ def reinforce_foreground(light_map: Image.Image, subject: PreparedImages) -> Ima
     return Image.composite(subject.cutout.convert("RGB"), base, subject.mask)
 
 
-def light_map_image(
-    value: Any, preset: str | float, width: int, height: int, arg: str = "light_map"
-) -> Image.Image:
-    """The light map for a ``width`` x ``height`` generation -> ``"RGB"``.
+PrepareSubject = Callable[[Image.Image, ICLightArgs, int, int], PreparedImages]
 
-    ``value`` is a custom upload (anything :func:`decode_image` accepts; errors name
-    ``arg``); when it is empty, ``preset`` (a preset name or an angle in degrees, see
-    :mod:`lib_iclight.lightmaps`) is drawn instead.
+
+def prepare_subject_for(image: Image.Image, args: ICLightArgs, width: int, height: int) -> PreparedImages:
+    """:func:`prepare_subject` with the options ``args`` holds (:func:`~lib_iclight.args.subject_options`)."""
+    return prepare_subject(image, width=width, height=height, **subject_options(args))
+
+
+@dataclass
+class Conditioning:
+    """Everything one request is conditioned on, at the largest pass size."""
+
+    subject: PreparedImages
+    background: Image.Image | None = None
+    """fbc: ``"RGB"`` at its own size, alpha flattened on grey; each pass crop-resizes it."""
+    init_image: Image.Image | None = None
+    """img2img: the light map (``"RGB"``, generation size) that becomes the init image."""
+    subject_photo: Image.Image | None = None
+    """img2img: the input photo as decoded (the colour correction's source)."""
+
+    def sources(self) -> list[Image.Image]:
+        """What each pass crop-resizes and encodes, in channel order: fg, then fbc's bg."""
+        return [self.subject.fg_source, *([self.background] if self.background is not None else [])]
+
+
+def prepare_conditioning(
+    args: ICLightArgs,
+    model: ICModelInfo,
+    *,
+    width: int,
+    height: int,
+    is_img2img: bool,
+    init_image: Any = None,
+    light_map: str | int | float | None = None,
+    prepare: PrepareSubject = prepare_subject_for,
+) -> Conditioning:
+    """The conditioning images of one request for ``model``, at ``width`` x ``height``.
+
+    In img2img ``init_image`` (anything :func:`decode_image` takes) is the subject and
+    ``args.input_fg`` the light map, unless ``light_map`` names one (a preset or an angle,
+    see :mod:`lib_iclight.lightmaps`), drawn at this size. In txt2img ``args.input_fg`` is
+    the subject and an fbc model also takes ``args.uploaded_bg``. ``prepare`` makes the
+    subject (the caller may cache it). Raises ICLightError naming what is missing.
     """
-    uploaded = decode_image(value, arg)
-    if uploaded is not None:
-        return prepare_background(uploaded, width, height)
-    return make_lightmap(preset, width, height)
+    if not is_img2img:
+        if light_map is not None:
+            raise ICLightError("light_map", "only img2img takes a light map; in txt2img input_fg is the subject")
+        if args.input_fg is None:
+            raise ICLightError("input_fg", "no image given: txt2img needs the subject image")
+        background = None
+        if model.kind == "fbc":
+            if args.uploaded_bg is None:
+                raise ICLightError("uploaded_bg", f"no image given: the fbc model {model.name} needs a background image")
+            background = composite_on_grey(args.uploaded_bg)
+        return Conditioning(prepare(args.input_fg, args, width, height), background=background)
+    if init_image is None:
+        raise ICLightError("init_images", "no image given: img2img needs the subject as its input image")
+    if model.kind != "fc":
+        raise ICLightError("model_type", f"img2img relighting needs an fc model, {model.name} is {model.kind}")
+    source = make_lightmap(light_map, width, height) if light_map is not None else args.input_fg
+    if source is None:
+        raise ICLightError("input_fg", "no image given: img2img needs a light map (a preset or an upload)")
+    photo = decode_image(init_image, "init_images")
+    subject = prepare(photo, args, width, height)
+    drawn = resize_and_center_crop(composite_on_grey(source), width, height)
+    if args.reinforce_fg:
+        drawn = reinforce_foreground(drawn, subject)
+    return Conditioning(subject, init_image=drawn, subject_photo=photo)

@@ -12,7 +12,7 @@ pytest.importorskip("httpx")  # TestClient needs it
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from lib_iclight import api_request_args, api_routes  # noqa: E402
+from lib_iclight.webui import api_request_args, api_routes  # noqa: E402
 from lib_iclight.args import ARG_NAMES, json_schema  # noqa: E402
 
 
@@ -140,7 +140,7 @@ def test_without_a_status_callable_there_is_no_status_route():
     assert TestClient(app).get("/ic-light/v1/status").status_code == 404
 
 
-# -- IC Light's args in generation requests (lib_iclight.api_request_args) -----------------
+# -- IC Light's args in generation requests (lib_iclight.webui.api_request_args) -----------------
 
 
 def _generation_app() -> fastapi.FastAPI:

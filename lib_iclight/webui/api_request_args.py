@@ -17,7 +17,7 @@ import logging
 import re
 from typing import Any, Awaitable, Callable, MutableMapping
 
-from .errors import ICLightError, describe_value
+from ..errors import ICLightError, describe_value
 
 logger = logging.getLogger("iclight.api_request_args")
 

@@ -15,10 +15,10 @@ import gradio as gr
 from modules import paths, script_callbacks, scripts, shared
 from PIL import Image
 
-from .. import api_request_args, ui
-from ..api_routes import register_routes
+from . import api_request_args, ui
+from .api_routes import register_routes
 from ..rembg_session import cut_out_subject, list_rembg_models
-from ..settings import OPTIONS, SECTION, ICLightSettings, OptionSpec, component_args, read_settings
+from .settings import OPTIONS, SECTION, ICLightSettings, OptionSpec, component_args, read_settings
 from ..weights import ICModelInfo, list_models, list_unreadable, resolve_model
 from . import xyz_axes
 
@@ -113,7 +113,7 @@ def loaded_sd_model() -> Any:
 
 def register_api_routes(status: Callable[[], dict[str, Any]] | None = None) -> None:
     """The ``/ic-light/v1`` routes, and the middleware that puts IC Light's ``args`` in
-    generation requests in list form or answers 422 (:mod:`lib_iclight.api_request_args`)."""
+    generation requests in list form or answers 422 (:mod:`lib_iclight.webui.api_request_args`)."""
 
     def started(_demo: Any, app: Any) -> None:
         # Listing rembg models imports rembg (slow the first time), so it happens per

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from torch import nn
 
-from .errors import ICLightConflict
+from ..errors import ICLightConflict
 from .unet_patch import CONV_IN
 
 logger = logging.getLogger("iclight.delivery")
