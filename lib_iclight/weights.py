@@ -391,7 +391,8 @@ def load_offsets(info: ICModelInfo, dtype: torch.dtype | None = None,
     float8 included: the cache then costs exactly the file's size (0.86 GB for an fp8
     SD1.5 file, 1.72 GB for fp16), and the WebUI's merge casts each offset when it adds
     it. A float ``dtype`` converts instead (float8 through float32, which represents every
-    float8 value exactly). ``device`` may be a GPU: tensors are cast on the CPU, then moved (the cache then holds GPU memory). Raises :class:`ICLightError`
+    float8 value exactly). ``device`` may be a GPU: tensors are cast on the CPU, then moved
+    (the cache then holds GPU memory). Raises :class:`ICLightError`
     (``model_type: ...``) for an unreadable file, keys that are not SD1.5 UNet parameters,
     or a missing conv_in.
 

@@ -125,3 +125,18 @@ def test_refusals_are_client_errors_for_the_webui_api_handler():
     """A1111's and Forge's API handler answer with vars(e).get("status_code", 500)."""
     error = ICLightError("input_fg", "no image given")
     assert vars(error)["status_code"] == 422
+
+
+def test_an_argument_is_declared_once_as_a_field():
+    """ARG_SPECS, the panel rows and the subject options all come from ICLightArgs' fields."""
+    import dataclasses
+
+    from lib_iclight.args import ARG_SPECS, ICLightArgs, subject_options
+
+    fields = dataclasses.fields(ICLightArgs)
+    assert [spec.name for spec in ARG_SPECS] == [f.name for f in fields]
+    assert all(spec.default == f.default for spec, f in zip(ARG_SPECS, fields))
+    assert {spec.kind for spec in ARG_SPECS} == {"bool", "str", "int", "image"}
+    assert [spec.row for spec in ARG_SPECS] == sorted(spec.row for spec in ARG_SPECS)  # rows in contract order
+    assert set(subject_options(ICLightArgs())) == {
+        "remove_bg", "rembg_model", "foreground_threshold", "background_threshold", "erode_size", "detail_transfer_raw"}
