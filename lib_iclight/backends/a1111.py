@@ -37,9 +37,8 @@ from typing import Any, Callable, Iterator
 import torch
 
 from .. import images
-from ..errors import ICLightError
 from ..weights import ICModelInfo, ICOffsets, OffsetFile
-from .base import PerGeneration, module_fingerprint, refuse_other_families
+from .base import PerGeneration, module_fingerprint, refuse_other_families, refuse_other_input
 from .status import MergeLedger
 from .unet_patch import CONV_IN, UNetPatch
 
@@ -144,11 +143,7 @@ class A1111Backend:
 
     def check_model(self, p: Any) -> None:
         refuse_other_families(p.sd_model)
-        conv_in = unet_of(p).get_submodule(CONV_IN)
-        channels = conv_in.weight.shape[1]
-        if channels != 4:
-            kind = "an inpainting checkpoint" if channels == 9 else f"a checkpoint whose UNet takes {channels} channels"
-            raise ICLightError("model_type", f"IC-Light needs a plain SD1.5 checkpoint (4-channel UNet input), but the loaded one is {kind}")
+        refuse_other_input(unet_of(p).get_submodule(CONV_IN).weight.shape[1])
 
     def encode(self, p: Any, pixels: torch.Tensor) -> torch.Tensor:
         from modules import devices  # the device and VAE dtype A1111 chose (--no-half-vae, lowvram...)

@@ -29,6 +29,16 @@ def refuse_other_families(sd_model: Any) -> None:
             raise ICLightError("model_type", f"IC-Light needs an SD1.5 checkpoint, but the loaded one is {family}")
 
 
+def refuse_other_input(channels: int | None, is_inpaint: bool = False) -> None:
+    """Raise ICLightError("model_type") unless the UNet takes the 4 channels of a plain SD1.5
+    checkpoint (``channels`` None: not known, refused only with ``is_inpaint``)."""
+    if is_inpaint or (channels is not None and channels != 4):
+        kind = "an inpainting checkpoint" if channels in (None, 9) else f"a checkpoint whose UNet takes {channels} channels"
+        raise ICLightError(
+            "model_type", f"IC-Light needs a plain SD1.5 checkpoint (4-channel UNet input), but the loaded one is {kind}"
+        )
+
+
 T = TypeVar("T")
 
 

@@ -24,7 +24,7 @@ import torch
 
 from ..errors import ICLightError
 from ..weights import ICOffsets
-from .base import PerGeneration, module_fingerprint, refuse_other_families
+from .base import PerGeneration, module_fingerprint, refuse_other_families, refuse_other_input
 from .status import ConvInWatch, MergeLedger, conv_in_weight
 from .unet_patch import concat_to_batch
 
@@ -219,12 +219,7 @@ def check_sd15(sd_model: Any) -> Any:
         raise ICLightError(
             "model_type", f"IC-Light needs an SD1.5 checkpoint, but the loaded one is {type(sd_model).__name__}"
         )
-    channels = unet_in_channels(unet)
-    if getattr(sd_model, "is_inpaint", False) or (channels is not None and channels != 4):
-        kind = "an inpainting checkpoint" if channels in (None, 9) else f"a checkpoint whose UNet takes {channels} channels"
-        raise ICLightError(
-            "model_type", f"IC-Light needs a plain SD1.5 checkpoint (4-channel UNet input), but the loaded one is {kind}"
-        )
+    refuse_other_input(unet_in_channels(unet), getattr(sd_model, "is_inpaint", False))
     return unet
 
 

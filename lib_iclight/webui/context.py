@@ -33,7 +33,6 @@ class Request:
     offsets: Any
     """What the backend's ``load_offsets`` gave for ``info``; only the backend looks inside."""
     conditioning: Conditioning
-    is_img2img: bool
     concat_by_size: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
     """[1, 4 or 8, h, w] scaled latents by latent size (h, w): one VAE encode per pass size."""
     color_target: Any = None
@@ -79,8 +78,3 @@ def with_axis_value(p: Any, target: str, value: Any) -> None:
     previous = context_of(p) or RequestContext()
     setattr(p, ATTR, replace(previous, axis_values={**previous.axis_values, target: value}))
 
-
-def axis_values(p: Any) -> dict[str, Any]:
-    """What IC Light's axes set on this ``p`` ({} outside an X/Y/Z plot)."""
-    context = context_of(p)
-    return dict(context.axis_values) if context is not None else {}

@@ -55,6 +55,18 @@ _LATENT_CACHE_SIZE = 8
 _SUBJECT_CACHE_SIZE = 2
 
 
+def _cached(cache: OrderedDict, key: tuple, size: int, make: Callable[[], Any]) -> Any:
+    """``cache[key]``, made with ``make()`` on a miss; ``cache`` keeps the ``size`` most
+    recently used entries."""
+    value = cache.get(key)
+    if value is None:
+        value = cache[key] = make()
+        while len(cache) > size:
+            cache.popitem(last=False)
+    cache.move_to_end(key)
+    return value
+
+
 def _digest(*parts: Image.Image | None) -> str:
     digest = hashlib.sha1()
     for image in parts:
@@ -237,21 +249,22 @@ class ICLightController:
         if not args.enable:
             return
         info = resolve_model(args.model_type, self.model_dirs())
-        is_img2img = getattr(p, "init_images", None) is not None
+        init_images = getattr(p, "init_images", None)
         self.backend.check_model(p)
         refuse_refiner_switch(p)
         ctx.settings = settings = self.settings()
         set_cache_capacity(settings.offset_cache_size)
         width, height = self._largest_size(p)
-        init_images = getattr(p, "init_images", None) or [None]
-        conditioning = prepare_conditioning(args, info, width=width, height=height, is_img2img=is_img2img,
-                                            init_image=init_images[0], light_map=axes.light_map_of(overrides),
+        conditioning = prepare_conditioning(args, info, width=width, height=height,
+                                            is_img2img=init_images is not None,
+                                            init_image=init_images[0] if init_images else None,
+                                            light_map=axes.light_map_of(overrides),
                                             prepare=self._prepare_subject)
         offsets = self.backend.load_offsets(info)
         if conditioning.init_image is not None:
             # The light map is what the WebUI encodes as the init latent; the subject goes in by concat.
             p.init_images = [conditioning.init_image]
-        ctx.request = Request(args, info, offsets, conditioning, is_img2img,
+        ctx.request = Request(args, info, offsets, conditioning,
                               local_images=int(getattr(p, "batch_size", 1)) * int(getattr(p, "n_iter", 1)))
         self._guard_sampling(p, ctx.request)
         p.extra_generation_params.update(args.infotext(model_name=info.name))
@@ -282,14 +295,7 @@ class ICLightController:
         """The prepared subject, reused while the same image is sent with the same settings
         (background removal with alpha matting costs ~0.8 s at 512x512 on CPU)."""
         key = (_digest(image), width, height, tuple(sorted(subject_options(args).items())))
-        prepared = self._subjects.get(key)
-        if prepared is None:
-            prepared = prepare_subject_for(image, args, width, height)
-            self._subjects[key] = prepared
-            while len(self._subjects) > _SUBJECT_CACHE_SIZE:
-                self._subjects.popitem(last=False)
-        self._subjects.move_to_end(key)
-        return prepared
+        return _cached(self._subjects, key, _SUBJECT_CACHE_SIZE, lambda: prepare_subject_for(image, args, width, height))
 
     # -- the delivery guard ------------------------------------------------------------
 
@@ -350,7 +356,7 @@ class ICLightController:
         """
         corrections = getattr(p, "color_corrections", None)
         photo = request.conditioning.subject_photo
-        if not request.is_img2img or not corrections or self.color_target is None or photo is None:
+        if not corrections or self.color_target is None or photo is None:  # photo: img2img only
             return
         if request.color_target is None:  # only with the setting on; once for every pass and batch
             request.color_target = self.color_target(images.composite_on_grey(photo))
@@ -365,25 +371,20 @@ class ICLightController:
         """
         parts = [images.resize_and_center_crop(source, width, height) for source in request.conditioning.sources()]
         key = (_digest(*parts), width, height, self.backend.vae_fingerprint(p))
-        cached = self._latents.get(key)
-        if cached is not None:
-            self._latents.move_to_end(key)
-            return cached
-        pixels = torch.cat([images.pil_to_pixels(part) for part in parts], dim=0)
-        latents = self.backend.encode(p, pixels)
-        concat = torch.cat(list(latents.split(1, dim=0)), dim=1)
-        self._latents[key] = concat
-        while len(self._latents) > _LATENT_CACHE_SIZE:
-            self._latents.popitem(last=False)
-        return concat
+
+        def encode() -> torch.Tensor:
+            latents = self.backend.encode(p, torch.cat([images.pil_to_pixels(part) for part in parts], dim=0))
+            return torch.cat(list(latents.split(1, dim=0)), dim=1)
+
+        return _cached(self._latents, key, _LATENT_CACHE_SIZE, encode)
 
     # -- after sampling --------------------------------------------------------------
 
     @_guarded
     def postprocess_image(self, p: Any, pp: Any, *script_args: Any) -> None:
         ctx = context.context_of(p)
-        request = _request_of(p)
-        if request is None or ctx is None or not request.args.detail_transfer:
+        request = None if ctx is None else ctx.request
+        if request is None or not request.args.detail_transfer:
             return
         if ctx.settings is not None and ctx.settings.detail_transfer_mode == "replace":
             pp.image = self._detail(request, pp.image)
@@ -396,8 +397,7 @@ class ICLightController:
     def postprocess(self, p: Any, processed: Any, *script_args: Any) -> None:
         """Append the extra outputs, then leave the model as found. Never raises."""
         ctx = context.context_of(p)
-        request = _request_of(p)
-        settings = ctx.settings if ctx is not None and ctx.settings is not None else None
+        request, settings = (None, None) if ctx is None else (ctx.request, ctx.settings)
         try:
             if request is not None and settings is not None and tripwire.armed_error(p) is None:
                 self._append_outputs(request, settings, processed)

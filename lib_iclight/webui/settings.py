@@ -129,6 +129,13 @@ def read_settings(get: Callable[[str, Any], Any]) -> ICLightSettings:
     def value(key: str) -> Any:
         return get(key, OPTIONS_BY_KEY[key].default)
 
+    def flag(key: str) -> bool:
+        got = value(key)
+        if isinstance(got, bool):
+            return got
+        _warn(key, got)
+        return OPTIONS_BY_KEY[key].default
+
     raw_models = value("iclight_rembg_models")
     if isinstance(raw_models, str):  # an older config may hold a comma-separated string
         raw_models = [part.strip() for part in raw_models.split(",")]
@@ -143,10 +150,7 @@ def read_settings(get: Callable[[str, Any], Any]) -> ICLightSettings:
         _warn("iclight_detail_transfer_mode", mode)
         mode = defaults.detail_transfer_mode
 
-    append = value("iclight_append_removed_bg")
-    if not isinstance(append, bool):
-        _warn("iclight_append_removed_bg", append)
-        append = defaults.append_removed_bg
+    append = flag("iclight_append_removed_bg")
 
     size = value("iclight_offset_cache_size")
     if isinstance(size, float) and size.is_integer():  # sliders may store 2.0
@@ -155,10 +159,7 @@ def read_settings(get: Callable[[str, Any], Any]) -> ICLightSettings:
         _warn("iclight_offset_cache_size", size)
         size = defaults.offset_cache_size
 
-    keep = value("iclight_keep_merged")
-    if not isinstance(keep, bool):
-        _warn("iclight_keep_merged", keep)
-        keep = defaults.keep_merged
+    keep = flag("iclight_keep_merged")
 
     return ICLightSettings(rembg_models, mode, append, size, keep)
 

@@ -115,8 +115,8 @@ def test_apply_sets_what_the_process_hook_reads_on_the_cell_only(xyz):
     cell = copy(p)  # the plot's cells are shallow copies
     option(script, "IC Light foreground threshold").apply(cell, 200, [200])
     option(script, "IC Light remove background").apply(cell, "False", ["False"])
-    assert context.axis_values(p) == {"model_type": FBC}
-    assert context.axis_values(cell) == {"model_type": FBC, "foreground_threshold": 200, "remove_bg": False}
+    assert context.context_of(p).axis_values == {"model_type": FBC}
+    assert context.context_of(cell).axis_values == {"model_type": FBC, "foreground_threshold": 200, "remove_bg": False}
 
 
 def test_txt2img_grid_over_models_runs_each_cell_with_its_model(webui, xyz):

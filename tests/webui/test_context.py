@@ -23,9 +23,9 @@ def test_axis_values_are_copy_on_write_across_shallow_copies():
     cell = copy(p)
     set_axis(cell, "IC Light erode size", "8")
     set_axis(cell, "IC Light light angle", 90)
-    assert context.axis_values(p) == {"model_type": "fc_a"}
-    assert context.axis_values(cell) == {"model_type": "fc_a", "erode_size": 8, "light_map": 90}
-    assert context.axis_values(SimpleNamespace()) == {}
+    assert context.context_of(p).axis_values == {"model_type": "fc_a"}
+    assert context.context_of(cell).axis_values == {"model_type": "fc_a", "erode_size": 8, "light_map": 90}
+    assert context.context_of(SimpleNamespace()) is None  # outside an X/Y/Z plot: no values
 
 
 def test_start_keeps_the_axis_values_and_drops_the_rest():
