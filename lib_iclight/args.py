@@ -1,12 +1,15 @@
-"""The 13-argument contract of the "IC Light" script, defined once.
+"""The arguments of the "IC Light" script, defined once: the 13 of the public contract, then
+the lighting options added after them.
 
 The UI panel, the API parsing, the infotext, the ``/ic-light/v1/schema`` route and the
 README table are all derived from ``ARG_SPECS``; nothing else lists the arguments.
 
 Values arrive three ways, all handled by :func:`parse_args`:
 
-- the 13-value positional list, in contract order (UI, and the API as the wiki sends it);
-- one dict with the same names (API), where a missing key takes its default;
+- the positional list, in contract order: the 13 of the API wiki, optionally followed by
+  the options after them (the UI panel sends them all);
+- one dict with the same names (API), where a missing key takes its default: the way an
+  API caller sets the options after the 13;
 - JSON-ish values: ``true``/``1``/``"true"`` for bools, ``225.0`` or ``"225"`` for ints.
 
 Anything else raises :class:`ICLightError` naming the argument, what it got and what
@@ -18,12 +21,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Callable, Literal, Mapping, Sequence
 
 from PIL import Image
 
 from .errors import ICLightError
 from .images import decode_image
+from .lightmaps import DEFAULT_BG_SOURCE, bg_source_names, light_map_names_doc, parse_bg_source, parse_light_name
 
 ArgKind = Literal["bool", "str", "int", "image"]
 
@@ -45,6 +49,14 @@ class ArgSpec:
     maximum: int | None = None
     row: int = 0
     subject: bool = False
+    parser: Callable[[object], Any] | None = None
+    """Coerces a ``"str"`` value (and refuses what it does not accept), instead of
+    :func:`coerce_str`."""
+    light_names: bool = False
+    """An image argument that also takes a light map by name (``"left"``, ``"angle:45"``)."""
+    extended: bool = False
+    """After the 13 of the contract: written into infotext only when not at its default, so
+    a request that does not use it makes the same image and the same infotext as before."""
 
     @property
     def infotext_key(self) -> str | None:
@@ -60,15 +72,18 @@ class ArgSpec:
         if self.kind == "int":
             return f"an int in {self.minimum}..{self.maximum}"
         if self.kind == "image":
-            return "a base64 image string, a PIL image, a numpy array or null"
+            names = " or a light-map name" if self.light_names else ""
+            return f"a base64 image string{names}, a PIL image, a numpy array or null"
         return "a string"
 
 
 def _arg(default: Any, label: str, doc: str, *, row: int, minimum: int | None = None, maximum: int | None = None,
-         subject: bool = False) -> Any:
+         subject: bool = False, parser: Callable[[object], Any] | None = None, light_names: bool = False,
+         extended: bool = False) -> Any:
     """One field of :class:`ICLightArgs`, carrying its :class:`ArgSpec` (without name and kind,
     which come from the field)."""
-    spec = dict(label=label, doc=doc, minimum=minimum, maximum=maximum, row=row, subject=subject)
+    spec = dict(label=label, doc=doc, minimum=minimum, maximum=maximum, row=row, subject=subject, parser=parser,
+                light_names=light_names, extended=extended)
     return field(default=default, metadata={"spec": spec})
 
 
@@ -81,9 +96,11 @@ class ICLightArgs:
     model_type: str = _arg(
         "fc", "Model", "IC-Light model: the file name without extension (e.g. `IC-Light-SD15-FC-fp8`), "
         "or `fc` / `fbc` for the first model of that kind.", row=1)
-    input_fg: Image.Image | None = _arg(
+    input_fg: Image.Image | str | None = _arg(
         None, "Foreground", "txt2img: the subject. img2img: the light map, which becomes the init image "
-        "(the img2img input is the subject); the UI's presets draw one.", row=2)
+        "(the img2img input is the subject): an image, or a light map by name: `left`, `right`, `top`, "
+        "`bottom`, `ambient` or `angle:<degrees>` (0 = right, 90 = top), drawn at the generation size.",
+        row=2, light_names=True)
     uploaded_bg: Image.Image | None = _arg(
         None, "Background", "The background image, required by fbc models in txt2img.", row=2)
     remove_bg: bool = _arg(
@@ -106,6 +123,21 @@ class ICLightArgs:
                                             row=5, minimum=1, maximum=64)
     reinforce_fg: bool = _arg(False, "Reinforce foreground",
                               "img2img: paste the subject onto the light map before sampling.", row=6)
+    # -- after the 13 of the contract: named keys of the dict form, panel controls below --
+    bg_source: str = _arg(
+        DEFAULT_BG_SOURCE, "Background source",
+        "fbc: where the background comes from: `upload` (uploaded_bg), `upload_flip` (it mirrored), or a light "
+        "by name, which needs no upload: `left`, `right`, `top`, `bottom` (gradients 224 to 32), `ambient` "
+        "(grey 64) or `angle:<degrees>`, as the reference fbc demo draws them.",
+        row=7, parser=parse_bg_source, extended=True)
+    normal_map: bool = _arg(
+        False, "Normal map",
+        "fbc txt2img: relight with left, right, bottom and top light as one batch of 4 (one seed), and append "
+        "the normal map the reference computes from them.", row=7, subject=True, extended=True)
+    relight_in_place: bool = _arg(
+        False, "Relight in place",
+        "Also put each relit subject back onto the input photo's own background, through the subject's "
+        "mask feathered by erode_size (an extra output).", row=7, extended=True)
 
     def infotext(self, model_name: str | None = None) -> dict[str, str]:
         """Infotext entries for this request: every non-image argument, never images.
@@ -118,13 +150,18 @@ class ICLightArgs:
             if spec.infotext_key is None:
                 continue
             value = getattr(self, spec.name)
+            if spec.extended and value == spec.default:
+                continue
             if spec.name == "model_type" and model_name:
                 value = model_name
             entries[spec.infotext_key] = str(value)
+        if isinstance(self.input_fg, str):
+            entries[LIGHT_MAP_INFOTEXT] = self.input_fg
         return entries
 
 
-_KINDS: dict[str, ArgKind] = {"bool": "bool", "str": "str", "int": "int", "Image.Image | None": "image"}
+_KINDS: dict[str, ArgKind] = {"bool": "bool", "str": "str", "int": "int", "Image.Image | None": "image",
+                              "Image.Image | str | None": "image"}
 """Field annotation (a string, under ``from __future__ import annotations``) -> ArgKind."""
 
 ARG_SPECS: tuple[ArgSpec, ...] = tuple(
@@ -132,6 +169,12 @@ ARG_SPECS: tuple[ArgSpec, ...] = tuple(
 )
 ARG_NAMES: tuple[str, ...] = tuple(spec.name for spec in ARG_SPECS)
 SPECS_BY_NAME: dict[str, ArgSpec] = {spec.name: spec for spec in ARG_SPECS}
+LIGHT_MAP_INFOTEXT = "IC Light light map"
+"""The infotext entry of a light map given by name (the API's ``input_fg``, the X/Y/Z axes)."""
+CONTRACT_ARGS = 13
+"""How many arguments the public contract (the API wiki) lists; the rest are ``extended``."""
+assert not any(spec.extended for spec in ARG_SPECS[:CONTRACT_ARGS])
+assert all(spec.extended for spec in ARG_SPECS[CONTRACT_ARGS:])
 
 
 def subject_options(args: ICLightArgs) -> dict[str, Any]:
@@ -178,10 +221,22 @@ def coerce_int(spec: ArgSpec, value: object) -> int:
 
 
 def coerce_str(spec: ArgSpec, value: object) -> str:
-    """A non-empty string, stripped."""
+    """A non-empty string, stripped; or what the spec's own ``parser`` makes of it."""
+    if spec.parser is not None:
+        return spec.parser(value)
     if isinstance(value, str) and value.strip():
         return value.strip()
     raise ICLightError.expected(spec.name, "a non-empty string", value)
+
+
+def coerce_image(spec: ArgSpec, value: object) -> Image.Image | str | None:
+    """A decoded image; for an argument that takes light maps by name, a short string is
+    that name (canonical, e.g. ``"angle:45"``), refused with the list of names if unknown."""
+    if spec.light_names:
+        name = parse_light_name(value, spec.name)
+        if name is not None:
+            return name
+    return decode_image(value, spec.name)
 
 
 def coerce(spec: ArgSpec, value: object) -> Any:
@@ -192,7 +247,7 @@ def coerce(spec: ArgSpec, value: object) -> Any:
         return coerce_int(spec, value)
     if spec.kind == "str":
         return coerce_str(spec, value)
-    return decode_image(value, spec.name)
+    return coerce_image(spec, value)
 
 
 def raw_values(values: Sequence[Any] | Mapping[str, Any]) -> dict[str, Any]:
@@ -211,7 +266,7 @@ def raw_values(values: Sequence[Any] | Mapping[str, Any]) -> dict[str, Any]:
                 raise ICLightError(
                     "args", f"expected at most {len(ARG_SPECS)} values ({', '.join(ARG_NAMES)}), got {len(values)}"
                 )
-            named = dict(zip(ARG_NAMES, values))
+            named = dict(zip(ARG_NAMES, values))  # the 13, then the options after them (the panel)
     else:
         raise ICLightError.expected("args", f"a list of {len(ARG_SPECS)} values or a dict", values)
     unknown = sorted(str(key) for key in named if key not in SPECS_BY_NAME)
@@ -239,11 +294,17 @@ def parse_args(values: Sequence[Any] | Mapping[str, Any] | ICLightArgs) -> ICLig
 def parse_infotext(params: Mapping[str, str]) -> dict[str, Any]:
     """Read IC-Light entries back from pasted infotext, typed per ARG_SPECS.
 
-    Entries that are missing or do not parse are left out, so the UI keeps its value.
+    Entries that are missing or do not parse are left out, so the UI keeps its value; but
+    an IC-Light infotext without an option after the 13 was made with that option at its
+    default (only other values are written), so pasting it restores the default.
     """
     restored: dict[str, Any] = {}
+    ic_light = SPECS_BY_NAME["enable"].infotext_key in params
     for spec in ARG_SPECS:
         key = spec.infotext_key
+        if key is not None and key not in params and spec.extended and ic_light:
+            restored[spec.name] = spec.default
+            continue
         if key is None or key not in params:
             continue
         try:
@@ -264,9 +325,13 @@ def json_schema() -> dict[str, Any]:
             prop.update(type="integer", minimum=spec.minimum, maximum=spec.maximum)
         elif spec.kind == "str":
             prop["type"] = "string"
+            if spec.name == "bg_source":
+                prop["x-names"] = bg_source_names()
         else:
             prop["type"] = ["string", "null"]
             prop["contentEncoding"] = "base64"
+            if spec.light_names:
+                prop["x-light-map-names"] = light_map_names_doc()
         properties[spec.name] = prop
     return {
         "title": "IC Light",
@@ -274,6 +339,8 @@ def json_schema() -> dict[str, Any]:
         "properties": properties,
         "additionalProperties": False,
         "x-positional-order": list(ARG_NAMES),
+        "x-contract-args": CONTRACT_ARGS,
+        "x-light-map-names": light_map_names_doc(),
     }
 
 

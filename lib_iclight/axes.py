@@ -21,17 +21,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping, Sequence
 
-from .args import ARG_NAMES, SPECS_BY_NAME, coerce, raw_values
+from .args import ARG_NAMES, LIGHT_MAP_INFOTEXT, SPECS_BY_NAME, coerce, raw_values
 from .errors import ICLightError
-from .lightmaps import LIGHT_PRESETS, parse_direction
+from .lightmaps import BG_SOURCES, LIGHT_PRESETS, parse_direction
 
 LIGHT_MAP = "light_map"
 """The one axis target that is not an argument: a light-map direction (preset name or
 angle in degrees) drawn with :func:`lib_iclight.lightmaps.make_lightmap` as ``input_fg``."""
 
-LIGHT_MAP_INFOTEXT = "IC Light light map"
-
-Choices = Literal["models", "rembg_models", "bool", "light_presets"]
+Choices = Literal["models", "rembg_models", "bool", "light_presets", "bg_sources"]
 
 
 @dataclass(frozen=True)
@@ -48,9 +46,10 @@ class AxisSpec:
     choices: Choices | None = None
     img2img_only: bool = False
     cost: float = 0.0
+    txt2img_only: bool = False
 
     def on_tab(self, is_img2img: bool) -> bool:
-        return is_img2img or not self.img2img_only
+        return not self.txt2img_only if is_img2img else not self.img2img_only
 
 
 def _arg_axis(name: str, value_type: type, choices: Choices | None = None, cost: float = 0.0) -> AxisSpec:
@@ -65,6 +64,7 @@ AXES: tuple[AxisSpec, ...] = (
     _arg_axis("model_type", str, "models", cost=0.5),
     AxisSpec(LIGHT_MAP_INFOTEXT, LIGHT_MAP, str, "light_presets", img2img_only=True),
     AxisSpec("IC Light light angle", LIGHT_MAP, int, img2img_only=True),
+    AxisSpec(SPECS_BY_NAME["bg_source"].infotext_key or "", "bg_source", str, "bg_sources", txt2img_only=True),
     _arg_axis("remove_bg", str, "bool"),
     _arg_axis("rembg_model", str, "rembg_models"),
     _arg_axis("detail_transfer_blur_radius", int),
@@ -97,6 +97,8 @@ def choices(axis: AxisSpec, is_img2img: bool, model_kinds: Mapping[str, str],
         return list(BOOL_CHOICES)
     if axis.choices == "light_presets":
         return list(LIGHT_PRESETS)
+    if axis.choices == "bg_sources":
+        return list(BG_SOURCES)
     return None
 
 
@@ -185,11 +187,12 @@ def markdown_table() -> str:
         "models": "the IC-Light models found (img2img: fc models)",
         "rembg_models": "the rembg models listed in settings",
         "bool": "`True`, `False`",
-        "light_presets": "`left`, `right`, `top`, `bottom`, `ambient`",
+        "light_presets": "`left`, `right`, `top`, `bottom`, `ambient`, `angle:<degrees>`",
+        "bg_sources": "`upload`, `upload_flip`, `left`, `right`, `top`, `bottom`, `ambient`, `angle:<degrees>`",
     }
     lines = ["| axis | tabs | values | sets |", "|---|---|---|---|"]
     for axis in AXES:
-        tabs = "img2img" if axis.img2img_only else "txt2img, img2img"
+        tabs = "img2img" if axis.img2img_only else "txt2img" if axis.txt2img_only else "txt2img, img2img"
         if axis.choices is not None:
             accepted = values[axis.choices]
         elif axis.target == LIGHT_MAP:

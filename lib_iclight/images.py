@@ -320,18 +320,22 @@ def pil_to_numpy(img: Image.Image) -> np.ndarray:
 # ---------------------------------------------------------------- compositing
 
 
-def composite_on_grey(img: Image.Image, grey: int = GREY, alpha: Image.Image | None = None) -> Image.Image:
+def composite_on_grey(img: Image.Image, grey: int = GREY, alpha: Image.Image | None = None,
+                      lift: int = 0) -> Image.Image:
     """Flatten ``img`` onto a uniform ``(grey, grey, grey)`` background -> ``"RGB"``.
 
     ``alpha`` (``"L"``, same size) overrides the image's own transparency; without either,
     the image is only converted to RGB (an RGB image passes through unchanged).
 
-    The blend is the reference's (lllyasviel/IC-Light ``run_rmbg`` with ``sigma=0``):
-    ``grey + (pixel - grey) * a`` in float32 with ``a = alpha / 255``, clipped to 0..255
-    and truncated (not rounded) to uint8. Pillow's ``alpha_composite`` rounds instead, and
-    differs from it by one level on about half of the partly transparent pixels.
+    The blend is the reference's (lllyasviel/IC-Light ``run_rmbg``, whose ``sigma`` is
+    ``lift``): ``grey + (pixel - grey + lift) * a`` in float32 with ``a = alpha / 255``,
+    clipped to 0..255 and truncated (not rounded) to uint8. Pillow's ``alpha_composite``
+    rounds instead, and differs from it by one level on about half of the partly
+    transparent pixels. The reference lifts the subject by 16 for its normal map only.
     """
     if alpha is None:
+        if lift:
+            raise ValueError("composite_on_grey: a lift needs an alpha")
         if img.mode == "RGB" and "transparency" not in img.info:
             return img
         img = normalise_mode(img)
@@ -342,7 +346,7 @@ def composite_on_grey(img: Image.Image, grey: int = GREY, alpha: Image.Image | N
         raise ValueError(f"composite_on_grey: alpha is {alpha.size}, the image {img.size}")
     rgb = np.asarray(img.convert("RGB") if img.mode != "RGB" else img, dtype=np.uint8)
     weight = np.asarray(alpha.convert("L"), dtype=np.float32)[..., None] / np.float32(255.0)
-    blended = np.float32(grey) + (rgb.astype(np.float32) - np.float32(grey)) * weight
+    blended = np.float32(grey) + (rgb.astype(np.float32) - np.float32(grey) + np.float32(lift)) * weight
     return Image.fromarray(blended.clip(0, 255).astype(np.uint8), "RGB")
 
 

@@ -87,8 +87,12 @@ class ICLightScript(scripts.Script):
     def show(self, is_img2img: bool):
         return scripts.AlwaysVisible
 
+    def after_component(self, component, **kwargs):
+        webui_glue.remember_field(self.__dict__.setdefault("_iclight_fields", {}), component,
+                                   kwargs.get("elem_id") or getattr(component, "elem_id", None))
+
     def ui(self, is_img2img: bool):
-        panel = webui_glue.build_panel(is_img2img, InputAccordion)
+        panel = webui_glue.build_panel(is_img2img, InputAccordion, self.__dict__.get("_iclight_fields"))
         self.infotext_fields = panel.infotext_fields
         self.paste_field_names = [key for _, key in panel.infotext_fields]
         return panel.components

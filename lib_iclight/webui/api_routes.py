@@ -66,7 +66,8 @@ def register_routes(
 
     @app.get(f"{PREFIX}/schema", tags=["IC Light"])
     def ic_light_schema() -> dict[str, Any]:
-        """The JSON schema of the named (dict) form of the 13 script args."""
+        """The JSON schema of the named (dict) form of the script args (the 13 of the
+        contract, then the lighting options), with the light-map and background names."""
         return json_schema()
 
     @app.get(f"{PREFIX}/version", tags=["IC Light"])

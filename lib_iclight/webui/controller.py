@@ -5,13 +5,15 @@ A1111, Forge 2, Forge Classic and reForge all drive AlwaysOn scripts through the
 differs, and that is the :class:`~lib_iclight.backends.base.Backend`'s job. The
 controller turns hook calls into core calls:
 
-``before_process``                   with sd-webui-distributed loaded, the panel's images as base64
+``before_process``                   a normal map's batch of 4; with sd-webui-distributed loaded, the
+                                     panel's images as base64
 ``process``                          parse args, pick the model, prepare images, refuse bad requests,
                                      guard ``p.sample`` with the delivery probe
 ``process_before_every_sampling``    encode the conditioning at this pass's size, install; the colour
                                      correction target (img2img) becomes the subject
 ``postprocess_image``                detail transfer in place (setting "replace")
-``postprocess``                      append removed-background / detail images, clean up
+``postprocess``                      append the extra outputs (detail, normal map, relit in place,
+                                     removed background), clean up
 
 Every failure arms the tripwire (see :mod:`.tripwire`): the generation stops with the
 message instead of going on without IC-Light. And whatever another extension does to the
@@ -41,6 +43,8 @@ from ..backends.status import image_bytes, tensor_bytes
 from ..conditioning import PreparedImages, prepare_conditioning, prepare_subject_for
 from ..detail import detail_transfer
 from ..errors import ICLightError
+from ..in_place import relight_in_place
+from ..normal_map import NORMAL_LIGHTS, normal_map_image
 from ..weights import cache_entries, resolve_model, set_cache_capacity
 from . import context, tripwire
 from .context import Request
@@ -227,14 +231,34 @@ class ICLightController:
     # -- before_process ----------------------------------------------------------------
 
     def before_process(self, p: Any, args_from: int | None, args_to: int | None) -> None:
-        """Where sd-webui-distributed is loaded, hand it args it can send as JSON. Best
-        effort: ``process`` refuses what cannot be read, as for any request."""
+        """Size a normal map's batch; where sd-webui-distributed is loaded, hand it args it
+        can send as JSON. Best effort: ``process`` refuses what cannot be read, as for any
+        request."""
+        self._size_normal_map_batch(p, args_from, args_to)
         if all(title != _DISTRIBUTE for title, _ in alwayson_scripts(p)):
             return
         try:
             json_ready_script_args(p, args_from, args_to)
         except Exception:  # noqa: BLE001 - process() will say what is wrong with the image
             logger.warning("IC Light: could not turn the panel's images into base64 for sd-webui-distributed", exc_info=True)
+
+    @staticmethod
+    def _size_normal_map_batch(p: Any, args_from: int | None, args_to: int | None) -> None:
+        """A normal map is made from one batch of four relights (left, right, bottom, top).
+
+        ``before_process`` runs before the WebUI lists the prompts and seeds by batch, so the
+        batch size set here is the one they are made for; ``process`` then gives the four
+        images of each batch one seed, as the reference relights each light with one seed.
+        """
+        values = getattr(p, "script_args", None)
+        if not values or args_from is None or args_to is None:
+            return
+        try:
+            args = parse_args(list(values[args_from:args_to]))
+        except ICLightError:
+            return  # process() refuses it by name
+        if args.enable and args.normal_map:
+            p.batch_size = len(NORMAL_LIGHTS)
 
     # -- process ---------------------------------------------------------------------
 
@@ -260,6 +284,8 @@ class ICLightController:
                                             init_image=init_images[0] if init_images else None,
                                             light_map=axes.light_map_of(overrides),
                                             prepare=self._prepare_subject)
+        if args.normal_map:
+            self._one_seed_per_normal_map(p)
         offsets = self.backend.load_offsets(info)
         if conditioning.init_image is not None:
             # The light map is what the WebUI encodes as the init latent; the subject goes in by concat.
@@ -270,6 +296,24 @@ class ICLightController:
         p.extra_generation_params.update(args.infotext(model_name=info.name))
         p.extra_generation_params.update(axes.infotext(overrides))
         logger.info("IC Light: %s (%s) on %dx%d", info.name, info.kind, width, height)
+
+    @staticmethod
+    def _one_seed_per_normal_map(p: Any) -> None:
+        """Check the batch ``before_process`` sized, and give each batch of four one seed
+        (the first of its batch, as the WebUI numbered them)."""
+        lights = len(NORMAL_LIGHTS)
+        if int(getattr(p, "batch_size", 0)) != lights:
+            raise ICLightError("normal_map", f"needs a batch size of {lights} (one image per light: "
+                                             f"{', '.join(NORMAL_LIGHTS)}); the WebUI set {p.batch_size}")
+        prompts = [getattr(p, "prompt", ""), getattr(p, "negative_prompt", "")]
+        if any(isinstance(text, str) and " AND " in text for text in prompts):
+            # Composable prompts give each image its own number of UNet rows, which would
+            # put one image's light on another's rows.
+            raise ICLightError("normal_map", "cannot be made from a composable prompt (one with AND)")
+        for name in ("all_seeds", "all_subseeds"):
+            seeds = getattr(p, name, None)
+            if seeds:
+                setattr(p, name, [seeds[i - i % lights] for i in range(len(seeds))])
 
     @staticmethod
     def _largest_size(p: Any) -> tuple[int, int]:
@@ -363,18 +407,24 @@ class ICLightController:
         p.color_corrections = [request.color_target] * len(corrections)
 
     def _encode_conditioning(self, p: Any, request: Request, width: int, height: int) -> torch.Tensor:
-        """[1, 4 or 8, height/8, width/8] scaled latents: fg, then bg for fbc.
+        """[1 or 4, 4 or 8, height/8, width/8] scaled latents: fg, then bg for fbc; a normal
+        map has one row per light.
 
         Each pass crop-resizes from the sources (not from the largest pass's images), and
         fg and bg go through the VAE as one batch whose latents are joined on channels in
-        that order: the reference's steps for both the first and the hires pass.
+        that order: the reference's steps for both the first and the hires pass. A normal
+        map's shared fg is encoded once.
         """
-        parts = [images.resize_and_center_crop(source, width, height) for source in request.conditioning.sources()]
-        key = (_digest(*parts), width, height, self.backend.vae_fingerprint(p))
+        items = request.conditioning.items_at(width, height)
+        parts: list[Image.Image] = list({id(image): image for item in items for image in item}.values())
+        slot = {id(image): index for index, image in enumerate(parts)}
+        layout = tuple(tuple(slot[id(image)] for image in item) for item in items)
+        key = (_digest(*parts), layout, width, height, self.backend.vae_fingerprint(p))
 
         def encode() -> torch.Tensor:
             latents = self.backend.encode(p, torch.cat([images.pil_to_pixels(part) for part in parts], dim=0))
-            return torch.cat(list(latents.split(1, dim=0)), dim=1)
+            rows = [torch.cat([latents[index:index + 1] for index in item], dim=1) for item in layout]
+            return torch.cat(rows, dim=0)
 
         return _cached(self._latents, key, _LATENT_CACHE_SIZE, encode)
 
@@ -456,8 +506,15 @@ class ICLightController:
         end = None if request.local_images is None else first + request.local_images
         generated = list(processed.images[first:end])
         extras: list[Image.Image] = []
-        if request.args.detail_transfer and settings.detail_transfer_mode == "append":
+        args, subject = request.args, request.conditioning.subject
+        if args.detail_transfer and settings.detail_transfer_mode == "append":
             extras.extend(self._detail(request, image) for image in generated)
+        if args.normal_map:
+            lights = len(NORMAL_LIGHTS)
+            extras.extend(normal_map_image(generated[start:start + lights], subject.mask)
+                          for start in range(0, len(generated) - lights + 1, lights))
+        if args.relight_in_place and subject.photo is not None and subject.mask is not None:
+            extras.extend(relight_in_place(image, subject.photo, subject.mask, args.erode_size) for image in generated)
         if request.args.remove_bg and settings.append_removed_bg and request.conditioning.subject.removed_bg is not None:
             extras.append(request.conditioning.subject.removed_bg)
         if not extras:

@@ -70,9 +70,26 @@ def _model_kinds() -> dict[str, str]:
     return {info.name: info.kind for info in list_ic_models()}
 
 
-def build_panel(is_img2img: bool, accordion_factory: Callable[..., Any]) -> ui.Panel:
+SIZE_FIELD_IDS = {False: ("txt2img_width", "txt2img_height"), True: ("img2img_width", "img2img_height")}
+"""The elem_ids of the WebUI's own width and height sliders, per tab (``modules/ui.py``)."""
+SUBJECT_FIELD_ID = "img2img_image"
+"""The img2img input image; Forge 2's is a canvas, not an image widget, and gets no button."""
+
+
+def remember_field(fields: dict[str, Any], component: Any, elem_id: str | None) -> None:
+    """The script's ``after_component``: keep the widgets Sync resolution reads and sets."""
+    wanted = {*SIZE_FIELD_IDS[False], *SIZE_FIELD_IDS[True], SUBJECT_FIELD_ID}
+    if elem_id in wanted and (elem_id != SUBJECT_FIELD_ID or hasattr(component, "upload")):
+        fields[elem_id] = component
+
+
+def build_panel(is_img2img: bool, accordion_factory: Callable[..., Any], fields: dict[str, Any] | None = None) -> ui.Panel:
     """The script's ``ui()``. Lists model files (headers only) but never imports rembg:
-    the rembg choices are the ones picked in settings."""
+    the rembg choices are the ones picked in settings. ``fields`` are the WebUI widgets
+    :func:`remember_field` kept."""
+    fields = fields or {}
+    width_id, height_id = SIZE_FIELD_IDS[is_img2img]
+    size_fields = (fields[width_id], fields[height_id]) if width_id in fields and height_id in fields else None
     kinds = _model_kinds()
     return ui.build_panel(
         is_img2img,
@@ -82,6 +99,8 @@ def build_panel(is_img2img: bool, accordion_factory: Callable[..., Any]) -> ui.P
         ic_model_kinds=kinds,
         refresh_models=_model_kinds,
         preview_fn=_preview,
+        size_fields=size_fields,
+        subject_field=fields.get(SUBJECT_FIELD_ID),
     )
 
 

@@ -20,9 +20,10 @@ from typing import Any, Callable, Mapping, Sequence
 import gradio as gr
 from PIL import Image
 
-from ..args import ARG_NAMES, ARG_SPECS, SPECS_BY_NAME, ArgSpec
+from ..args import ARG_NAMES, ARG_SPECS, LIGHT_MAP_INFOTEXT, SPECS_BY_NAME, ArgSpec
 from ..errors import ICLightError
-from ..lightmaps import LIGHT_PRESETS, make_lightmap
+from ..lightmaps import BG_SOURCES, LIGHT_PRESETS, make_lightmap, parse_direction
+from ..resolution import synced_resolution
 
 logger = logging.getLogger("iclight.ui")
 
@@ -76,8 +77,9 @@ RefreshFn = Callable[[], Mapping[str, str]]
 class Panel:
     """The built panel.
 
-    ``components`` are the 13 argument components in ARG_SPECS order (the accordion,
-    i.e. ``enable``, first): what the script's ``ui()`` returns. ``infotext_fields`` pairs
+    ``components`` are the argument components in ARG_SPECS order (the accordion, i.e.
+    ``enable``, first; the 13 of the contract, then the options after them): what the
+    script's ``ui()`` returns. ``infotext_fields`` pairs
     every non-image component with its infotext key. ``controls`` holds the helper widgets
     that are not arguments, and ``handlers`` the plain functions wired to their events, so
     that they can be exercised without a running server.
@@ -118,9 +120,33 @@ def model_kind(name: str | None, kinds: Mapping[str, str]) -> str:
 
 
 def background_visible(is_img2img: bool, model_name: str | None, kinds: Mapping[str, str]) -> bool:
-    """``uploaded_bg`` is only used by fbc models, and only in txt2img (img2img's
-    background comes from the light map)."""
+    """``uploaded_bg``, ``bg_source`` and ``normal_map`` are only used by fbc models, and
+    only in txt2img (img2img's background comes from the light map)."""
     return not is_img2img and model_kind(model_name, kinds) == "fbc"
+
+
+FBC_ONLY: tuple[str, ...] = ("uploaded_bg", "bg_source", "normal_map")
+"""The arguments shown only while an fbc model is picked (txt2img)."""
+
+
+def pasted_light_preset(params: Mapping[str, str]) -> Any:
+    """The preset radio's value for a pasted ``IC Light light map`` entry: the name, or
+    ``"angle"`` for an angle; no change without the entry."""
+    value = params.get(LIGHT_MAP_INFOTEXT)
+    if value is None:
+        return gr.update()
+    name = value.strip().lower()
+    return name if name in LIGHT_PRESETS else PRESET_ANGLE
+
+
+def pasted_light_angle(params: Mapping[str, str]) -> Any:
+    """The angle slider's value for a pasted ``IC Light light map`` entry given as an angle."""
+    value = params.get(LIGHT_MAP_INFOTEXT)
+    try:
+        angle = None if value is None or value.strip().lower() in LIGHT_PRESETS else parse_direction(value)
+    except ICLightError:
+        angle = None
+    return gr.update() if angle is None else round(angle)
 
 
 def model_choices(names: Sequence[str]) -> list[str]:
@@ -152,15 +178,21 @@ def build_panel(
     ic_model_kinds: Mapping[str, str] | None = None,
     refresh_models: RefreshFn | None = None,
     preview_fn: PreviewFn | None = None,
+    size_fields: tuple[Any, Any] | None = None,
+    subject_field: Any = None,
 ) -> Panel:
     """Build the panel inside the caller's Gradio context (A1111's script ``ui()``).
 
     ``ic_model_kinds`` maps model names to ``"fc"``/``"fbc"`` (from the file headers);
     without it, kinds are guessed from the names. ``refresh_models`` adds a refresh button,
     ``preview_fn`` (txt2img) a background-removal preview. Neither is called here.
+    ``size_fields`` are the WebUI's width and height widgets; with them a "Sync resolution"
+    button sets them from the subject: ``input_fg`` in txt2img, ``subject_field`` (the
+    WebUI's img2img input) in img2img, where the button is left out without it.
     """
     kinds: dict[str, str] = dict(ic_model_kinds or {})
     builder = _Builder(is_img2img, list(ic_model_names), list(rembg_model_names), default_rembg, kinds)
+    subject = subject_field if is_img2img else None
 
     enable_spec = ARG_SPECS[0]
     with accordion_factory(value=enable_spec.default, label=TITLE, elem_id=elem_id(is_img2img, enable_spec.name)) as enable:
@@ -177,15 +209,21 @@ def build_panel(
                         builder.add_light_map_presets()
                     elif preview_fn is not None:
                         builder.add_preview()
-            if row[-1] == "uploaded_bg" and "preview" in builder.controls:
-                builder.add_preview_button()
+            if row[-1] == "uploaded_bg":
+                builder.add_image_buttons(preview="preview" in builder.controls,
+                                          sync=size_fields is not None and (not is_img2img or subject is not None))
         # Events are wired once every widget exists: several read widgets placed after them.
         builder.wire(refresh_models, preview_fn)
+        if "sync_resolution" in builder.controls and size_fields is not None:
+            builder.wire_sync_resolution(subject if is_img2img else builder.by_name["input_fg"], *size_fields)
 
     components = [builder.by_name[name] for name in ARG_NAMES]
-    infotext_fields = [
+    infotext_fields: list[tuple[Any, Any]] = [
         (builder.by_name[spec.name], spec.infotext_key) for spec in ARG_SPECS if spec.infotext_key is not None
     ]
+    if "light_preset" in builder.controls:
+        infotext_fields += [(builder.controls["light_preset"], pasted_light_preset),
+                            (builder.controls["light_angle"], pasted_light_angle)]
     logger.debug("built the %s panel: %d components", tab_name(is_img2img), len(components))
     return Panel(is_img2img, components, infotext_fields, builder.by_name, builder.controls, builder.handlers)
 
@@ -213,8 +251,8 @@ class _Builder:
     def add(self, spec: ArgSpec) -> Any:
         """The widget of one argument, typed by its spec."""
         if spec.kind == "bool":
-            visible = spec.name != "reinforce_fg" or self.is_img2img  # it only applies to img2img
-            component = gr.Checkbox(value=spec.default, label=spec.label, visible=visible, elem_id=self._id(spec.name))
+            component = gr.Checkbox(value=spec.default, label=spec.label, visible=self._visible(spec),
+                                    elem_id=self._id(spec.name))
         elif spec.kind == "int":
             component = gr.Slider(
                 minimum=spec.minimum, maximum=spec.maximum, value=spec.default, step=1,
@@ -227,16 +265,27 @@ class _Builder:
         elif spec.name == "rembg_model":
             choices = list(dict.fromkeys([*self.rembg_names, self.default_rembg]))
             component = self._dropdown(spec, choices, self.default_rembg)
+        elif spec.name == "bg_source":
+            # Custom values take an angle: "angle:45".
+            component = self._dropdown(spec, list(BG_SOURCES), spec.default, visible=self._visible(spec))
         else:  # pragma: no cover - a new str argument needs its choices decided here
             component = gr.Textbox(value=spec.default, label=spec.label, elem_id=self._id(spec.name))
         self.by_name[spec.name] = component
         return component
 
-    def _dropdown(self, spec: ArgSpec, choices: list[str], value: str) -> Any:
+    def _visible(self, spec: ArgSpec) -> bool:
+        if spec.name == "reinforce_fg":
+            return self.is_img2img  # it only applies to img2img
+        if spec.name in FBC_ONLY:
+            return background_visible(self.is_img2img, SPECS_BY_NAME["model_type"].default, self.kinds)
+        return True
+
+    def _dropdown(self, spec: ArgSpec, choices: list[str], value: str, visible: bool = True) -> Any:
         # Custom values keep a model name pasted from someone else's infotext instead of
         # dropping it; the script reports it by name if it really is missing.
         return gr.Dropdown(
-            choices=choices, value=value, label=spec.label, allow_custom_value=True, elem_id=self._id(spec.name)
+            choices=choices, value=value, label=spec.label, allow_custom_value=True, visible=visible,
+            elem_id=self._id(spec.name),
         )
 
     def _image(self, spec: ArgSpec) -> Any:
@@ -245,7 +294,7 @@ class _Builder:
         if spec.name == "input_fg" and self.is_img2img:
             label = "Light map"  # img2img's own input is the subject
         if spec.name == "uploaded_bg":
-            visible = background_visible(self.is_img2img, SPECS_BY_NAME["model_type"].default, self.kinds)
+            visible = self._visible(spec)
         # No source=/sources=/tool=: they differ between Gradio 3 and 4, and the defaults
         # (upload, plus webcam/clipboard on 4) are what we want.
         return gr.Image(
@@ -273,17 +322,25 @@ class _Builder:
 
     def add_preview(self) -> None:
         """txt2img, beside ``input_fg``: the subject with its background removed, shown
-        once :meth:`add_preview_button`'s button is pressed."""
+        once :meth:`add_image_buttons`' preview button is pressed."""
         self.controls["preview"] = gr.Image(
             type="pil", label="Background removed", interactive=False, visible=False, height=IMAGE_HEIGHT,
             elem_id=self._id("preview"), **_image_format_args(),
         )
 
-    def add_preview_button(self) -> None:
+    def add_image_buttons(self, *, preview: bool, sync: bool) -> None:
+        """Below the images: the background-removal preview (txt2img) and Sync resolution."""
+        if not (preview or sync):
+            return
         with gr.Row():
-            self.controls["preview_button"] = gr.Button(
-                value="Preview background removal", elem_id=self._id("preview_button")
-            )
+            if preview:
+                self.controls["preview_button"] = gr.Button(
+                    value="Preview background removal", elem_id=self._id("preview_button")
+                )
+            if sync:
+                self.controls["sync_resolution"] = gr.Button(
+                    value="Sync resolution", elem_id=self._id("sync_resolution")
+                )
 
     # ---------------------------------------------------------------- events
 
@@ -298,12 +355,25 @@ class _Builder:
             self._wire_preview(preview_fn)
 
     def _wire_background_visibility(self) -> None:
-        def on_model_change(name: str | None) -> Any:
-            return gr.update(visible=background_visible(False, name, self.kinds))
+        def on_model_change(name: str | None) -> tuple[Any, ...]:
+            visible = background_visible(False, name, self.kinds)
+            return tuple(gr.update(visible=visible) for _ in FBC_ONLY)
 
         model_type = self.by_name["model_type"]
-        model_type.change(fn=on_model_change, inputs=[model_type], outputs=[self.by_name["uploaded_bg"]])
+        model_type.change(fn=on_model_change, inputs=[model_type], outputs=[self.by_name[name] for name in FBC_ONLY])
         self.handlers["model_type"] = on_model_change
+
+    def wire_sync_resolution(self, subject: Any, width: Any, height: Any) -> None:
+        """Sync resolution: the subject's aspect at about the current area, multiples of 8."""
+
+        def sync(image: Any, current_width: float, current_height: float) -> tuple[int, int]:
+            size = _image_size(image)
+            if size is None:
+                raise gr.Error("Sync resolution: upload the subject image first")
+            return synced_resolution(size, (int(current_width), int(current_height)))
+
+        self.controls["sync_resolution"].click(fn=sync, inputs=[subject, width, height], outputs=[width, height])
+        self.handlers["sync_resolution"] = sync
 
     def _wire_refresh(self, refresh_models: RefreshFn) -> None:
         def refresh(current: str | None) -> Any:
@@ -314,7 +384,8 @@ class _Builder:
             dropdown = gr.update(choices=model_choices(list(found)), value=current or SPECS_BY_NAME["model_type"].default)
             if self.is_img2img:
                 return dropdown
-            return dropdown, gr.update(visible=background_visible(False, current, self.kinds))
+            visible = background_visible(False, current, self.kinds)
+            return (dropdown, *(gr.update(visible=visible) for _ in FBC_ONLY))
 
         def clear(current: str | None) -> tuple[str | None, Any]:
             # Gradio 4.40's dropdown, when it allows custom values, keeps the index of its
@@ -326,7 +397,7 @@ class _Builder:
 
         model_type = self.by_name["model_type"]
         held = gr.State()
-        outputs = [model_type] if self.is_img2img else [model_type, self.by_name["uploaded_bg"]]
+        outputs = [model_type] if self.is_img2img else [model_type, *(self.by_name[name] for name in FBC_ONLY)]
         self.controls["refresh_models"].click(fn=clear, inputs=[model_type], outputs=[held, model_type]).then(
             fn=refresh, inputs=[held], outputs=outputs
         )
@@ -373,3 +444,17 @@ class _Builder:
             fn=preview, inputs=[self.by_name[name] for name in names], outputs=[self.controls["preview"]]
         )
         self.handlers["preview"] = preview
+
+
+def _image_size(image: Any) -> tuple[int, int] | None:
+    """(width, height) of what an image widget sends: a PIL image, or a dict holding one
+    (A1111's img2img sketch and Forge 2's canvas send ``{"image": ...}`` or ``{"background": ...}``)."""
+    if isinstance(image, dict):
+        image = next((image[key] for key in ("image", "background", "composite") if image.get(key) is not None), None)
+    size = getattr(image, "size", None)
+    if isinstance(size, tuple) and len(size) == 2:
+        return int(size[0]), int(size[1])
+    shape = getattr(image, "shape", None)  # a numpy image
+    if shape is not None and len(shape) >= 2:
+        return int(shape[1]), int(shape[0])
+    return None

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from lib_iclight.args import ARG_NAMES, ARG_SPECS, ICLightArgs, json_schema, markdown_table, parse_args, parse_infotext
+from lib_iclight.args import (
+    ARG_NAMES, ARG_SPECS, CONTRACT_ARGS, ICLightArgs, json_schema, markdown_table, parse_args, parse_infotext,
+)
 from lib_iclight.errors import ICLightError
 from tests.helpers.images import disc_image, to_base64
 
@@ -26,8 +28,11 @@ def wiki_args(**changes):
 
 
 def test_order_is_the_contract():
-    assert ARG_NAMES == WIKI_ORDER
-    assert len(ARG_SPECS) == 13
+    assert ARG_NAMES[:CONTRACT_ARGS] == WIKI_ORDER
+    assert CONTRACT_ARGS == 13
+    # The lighting options come after the 13, in the panel's order.
+    assert ARG_NAMES[CONTRACT_ARGS:] == ("bg_source", "normal_map", "relight_in_place")
+    assert [spec.extended for spec in ARG_SPECS] == [False] * 13 + [True] * 3
 
 
 def test_wiki_positional_list():
@@ -88,8 +93,8 @@ def test_bad_enable_is_an_error_but_disabled_ignores_the_rest():
 
 
 def test_shape_errors():
-    with pytest.raises(ICLightError, match="^args: expected at most 13"):
-        parse_args(wiki_args() + [1])
+    with pytest.raises(ICLightError, match=f"^args: expected at most {len(ARG_SPECS)}"):
+        parse_args(wiki_args() + ["upload", False, False, 1])
     with pytest.raises(ICLightError, match="^args: unknown argument.*forground_threshold"):
         parse_args({"enable": True, "forground_threshold": 3})
     with pytest.raises(ICLightError, match="^args: "):
@@ -139,4 +144,68 @@ def test_an_argument_is_declared_once_as_a_field():
     assert {spec.kind for spec in ARG_SPECS} == {"bool", "str", "int", "image"}
     assert [spec.row for spec in ARG_SPECS] == sorted(spec.row for spec in ARG_SPECS)  # rows in contract order
     assert set(subject_options(ICLightArgs())) == {
-        "remove_bg", "rembg_model", "foreground_threshold", "background_threshold", "erode_size", "detail_transfer_raw"}
+        "remove_bg", "rembg_model", "foreground_threshold", "background_threshold", "erode_size", "detail_transfer_raw",
+        "normal_map"}  # the normal map lifts the subject, as the reference does
+
+
+# -- the lighting options after the 13 (issue 21) -------------------------------------
+
+
+def test_the_options_after_the_13_default_to_nothing_new():
+    args = parse_args(wiki_args())
+    assert (args.bg_source, args.normal_map, args.relight_in_place) == ("upload", False, False)
+    assert parse_args(wiki_args() + ["upload", False, False]) == args
+    assert parse_args({**dict(zip(WIKI_ORDER, wiki_args())), "bg_source": "upload"}) == args
+
+
+def test_the_options_are_named_keys_of_the_dict_form():
+    args = parse_args({"enable": True, "bg_source": " Upload_Flip ", "normal_map": "true", "relight_in_place": 1})
+    assert (args.bg_source, args.normal_map, args.relight_in_place) == ("upload_flip", True, True)
+    with pytest.raises(ICLightError, match="^bg_source: unknown background source"):
+        parse_args({"enable": True, "bg_source": "sideways"})
+    with pytest.raises(ICLightError, match="^normal_map: expected a bool"):
+        parse_args({"enable": True, "normal_map": "maybe"})
+
+
+@pytest.mark.parametrize("value, name", [("left", "left"), (" TOP ", "top"), ("ambient", "ambient"),
+                                         ("angle:45", "angle:45"), ("angle:12.50", "angle:12.5")])
+def test_input_fg_takes_a_light_map_by_name(value, name):
+    assert parse_args(wiki_args(input_fg=value)).input_fg == name
+
+
+@pytest.mark.parametrize("value", ["lefty", "45", "angle:", "angle:north"])
+def test_an_unknown_light_map_name_lists_the_accepted_ones(value):
+    with pytest.raises(ICLightError, match="^input_fg: unknown light map") as raised:
+        parse_args(wiki_args(input_fg=value))
+    assert "left, right, top, bottom, ambient, angle:<degrees>" in str(raised.value)
+
+
+def test_a_base64_image_is_still_an_image():
+    assert isinstance(parse_args(wiki_args()).input_fg, Image.Image)
+
+
+def test_infotext_writes_an_option_only_away_from_its_default():
+    plain = parse_args(wiki_args()).infotext()
+    assert not any(key in plain for key in ("IC Light background source", "IC Light normal map",
+                                             "IC Light relight in place", "IC Light light map"))
+    entries = parse_args({"enable": True, "bg_source": "left", "normal_map": True, "input_fg": "angle:30"}).infotext()
+    assert entries["IC Light background source"] == "left"
+    assert entries["IC Light normal map"] == "True"
+    assert entries["IC Light light map"] == "angle:30"
+
+
+def test_pasting_restores_the_options():
+    restored = parse_infotext({"IC Light": "True", "IC Light background source": "top"})
+    assert restored["bg_source"] == "top"
+    assert restored["normal_map"] is False and restored["relight_in_place"] is False
+    # An infotext without IC Light leaves the panel as it is.
+    assert "bg_source" not in parse_infotext({"Steps": "20"})
+
+
+def test_the_schema_lists_the_light_map_and_background_names():
+    schema = json_schema()
+    names = ["left", "right", "top", "bottom", "ambient", "angle:<degrees>"]
+    assert schema["x-light-map-names"] == names
+    assert schema["properties"]["input_fg"]["x-light-map-names"] == names
+    assert schema["properties"]["bg_source"]["x-names"] == ["upload", "upload_flip", *names]
+    assert schema["x-contract-args"] == 13

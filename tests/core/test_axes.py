@@ -22,15 +22,31 @@ def test_arg_axes_are_labelled_like_their_infotext_entries():
     assert len(BY) == len(axes.AXES)
     assert {a.target for a in axes.AXES} == {
         "model_type", "light_map", "remove_bg", "rembg_model", "detail_transfer_blur_radius",
-        "foreground_threshold", "background_threshold", "erode_size",
+        "foreground_threshold", "background_threshold", "erode_size", "bg_source",
     }
 
 
-def test_light_map_axes_are_img2img_only():
+def test_light_map_axes_are_img2img_only_and_the_background_source_txt2img_only():
     txt2img = {a.label for a in axes.axes_for(False)}
     img2img = {a.label for a in axes.axes_for(True)}
     assert img2img - txt2img == {"IC Light light map", "IC Light light angle"}
-    assert txt2img < img2img
+    assert txt2img - img2img == {"IC Light background source"}
+
+
+def test_the_background_source_axis():
+    axis = BY["IC Light background source"]
+    assert axes.choices(axis, False, {}, []) == ["upload", "upload_flip", "left", "right", "top", "bottom", "ambient"]
+    assert axes.parse_value(axis, " Left ") == "left"
+    assert axes.parse_value(axis, "angle:45.0") == "angle:45"
+    with pytest.raises(ICLightError, match="^bg_source: unknown background source"):
+        axes.parse_value(axis, "sideways")
+    assert axes.with_overrides([True], {"bg_source": "top"})["bg_source"] == "top"
+
+
+def test_the_light_map_axis_takes_angle_names():
+    axis = BY["IC Light light map"]
+    assert axes.parse_value(axis, "angle:45") == "angle:45"
+    assert axes.parse_value(axis, "left") == "left"
 
 
 def test_choices():

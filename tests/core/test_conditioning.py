@@ -186,16 +186,20 @@ def conditioning(args: ICLightArgs, kind: str = "fc", **kwargs):
 
 def test_txt2img_fc_is_the_subject_alone():
     made = conditioning(ICLightArgs(enable=True, input_fg=disc_image(), remove_bg=False))
-    assert made.background is None and made.init_image is None and made.subject_photo is None
-    assert made.sources() == [made.subject.fg_source]
+    assert made.backgrounds == () and made.init_image is None and made.subject_photo is None
+    [[fg]] = made.items_at(64, 64)
+    assert fg.tobytes() == made.subject.fg_source.tobytes()
 
 
 def test_txt2img_fbc_background_is_flattened_at_its_own_size():
     rgba = Image.new("RGBA", (100, 50), (255, 0, 0, 0))
     made = conditioning(ICLightArgs(enable=True, input_fg=disc_image(), uploaded_bg=rgba, remove_bg=False), "fbc")
-    assert made.background.mode == "RGB" and made.background.size == (100, 50)
-    assert made.background.getpixel((50, 25)) == GREY3
-    assert made.sources() == [made.subject.fg_source, made.background]
+    [background] = made.backgrounds
+    assert background.mode == "RGB" and background.size == (100, 50)
+    assert background.getpixel((50, 25)) == GREY3
+    [[fg, bg]] = made.items_at(64, 32)
+    assert bg.tobytes() == resize_and_center_crop(background, 64, 32).tobytes()
+    assert fg.size == bg.size == (64, 32)
 
 
 def test_img2img_light_map_is_crop_resized_and_the_photo_is_the_subject():
@@ -246,3 +250,66 @@ def test_any_pil_mode_is_accepted():
     assert prepared.fg.mode == "RGB" and prepared.fg.getpixel((5, 5)) == (128, 128, 128)
     la = Image.merge("LA", (Image.new("L", (8, 8), 200), Image.new("L", (8, 8), 0)))
     assert prepare(la, width=8, height=8).fg.getpixel((1, 1)) == GREY3
+
+
+# -- the lighting options (issue 21) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["left", "right", "top", "bottom", "ambient", "angle:45"])
+def test_a_named_background_is_drawn_at_each_pass_size(source):
+    from lib_iclight.lightmaps import make_background
+
+    made = conditioning(ICLightArgs(enable=True, input_fg=disc_image(), remove_bg=False, bg_source=source), "fbc")
+    assert made.backgrounds == (source,)
+    for width, height in ((64, 64), (96, 48)):
+        [[_, bg]] = made.items_at(width, height)
+        assert bg.tobytes() == make_background(source, width, height).tobytes()
+
+
+def test_upload_flip_mirrors_before_the_crop():
+    from PIL import ImageOps
+
+    bg = Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 90, 3), dtype=np.uint8), "RGB")
+    made = conditioning(ICLightArgs(enable=True, input_fg=disc_image(), remove_bg=False, uploaded_bg=bg,
+                                    bg_source="upload_flip"), "fbc")
+    [[_, got]] = made.items_at(64, 64)
+    assert got.tobytes() == resize_and_center_crop(ImageOps.mirror(bg), 64, 64).tobytes()
+
+
+def test_the_normal_map_has_one_item_per_light_sharing_the_lifted_subject():
+    from lib_iclight.lightmaps import make_background
+    from lib_iclight.normal_map import NORMAL_LIGHTS
+
+    rgba = disc_rgba()
+    made = conditioning(ICLightArgs(enable=True, input_fg=rgba, remove_bg=False, normal_map=True), "fbc")
+    items = made.items_at(64, 64)
+    assert len(items) == 4 and all(item[0] is items[0][0] for item in items)
+    assert [item[1].tobytes() for item in items] == [make_background(n, 64, 64).tobytes() for n in NORMAL_LIGHTS]
+    lifted = np.asarray(made.subject.fg).astype(int)
+    flat = np.asarray(composite_on_grey(rgba)).astype(int)
+    inside = np.asarray(rgba.getchannel("A")) == 255
+    assert (lifted[inside] == np.minimum(flat[inside] + 16, 255)).all()
+    # The photo relight in place uses is not lifted.
+    assert made.subject.photo.tobytes() == flat.astype(np.uint8).tobytes()
+
+
+def test_the_fbc_options_are_refused_for_fc_by_name():
+    with pytest.raises(ICLightError, match="^bg_source: only fbc models"):
+        conditioning(ICLightArgs(enable=True, input_fg=disc_image(), bg_source="left"))
+    with pytest.raises(ICLightError, match="^normal_map: the normal map is the fbc model's"):
+        conditioning(ICLightArgs(enable=True, input_fg=disc_image(), normal_map=True))
+
+
+def test_a_light_map_name_is_drawn_in_img2img_and_refused_in_txt2img():
+    made = conditioning(ICLightArgs(enable=True, input_fg="angle:200", remove_bg=False), is_img2img=True,
+                        init_image=disc_image())
+    assert made.init_image.tobytes() == make_lightmap(200, 64, 64).tobytes()
+    with pytest.raises(ICLightError, match="^input_fg: a light-map name"):
+        conditioning(ICLightArgs(enable=True, input_fg="left", remove_bg=False))
+
+
+def test_relight_in_place_needs_a_mask():
+    with pytest.raises(ICLightError, match="^relight_in_place: the subject has no mask"):
+        conditioning(ICLightArgs(enable=True, input_fg=disc_image(), remove_bg=False, relight_in_place=True))
+    made = conditioning(ICLightArgs(enable=True, input_fg=disc_rgba(), remove_bg=False, relight_in_place=True))
+    assert made.subject.mask is not None and made.subject.photo.size == (64, 64)

@@ -16,6 +16,10 @@ reading those files, step by step, without importing or copying them:
   maps uint8 to ``x / 127 - 1``;
 * the conditioning: ``[fg]`` (fc) or ``[fg, bg]`` (fbc) encoded as one batch,
   ``latent_dist.mode() * scaling_factor``, the batch joined on channels in that order.
+* the light maps (``process``'s ``bg_source`` branches): fc LEFT/RIGHT/TOP/BOTTOM are
+  ``np.linspace(255, 0, n)`` (LEFT, TOP) or ``np.linspace(0, 255, n)`` (RIGHT, BOTTOM)
+  tiled and truncated to uint8; the fbc backgrounds the same with 224 and 32, plus
+  UPLOAD (the image as is), UPLOAD_FLIP (``np.fliplr``) and GREY (zeros + 64).
 
 Arrays are HWC uint8 numpy, as the demo's Gradio inputs are.
 """
@@ -104,3 +108,89 @@ def noise_prediction(unet: torch.nn.Module, sample: torch.Tensor, timestep: torc
                      context: torch.Tensor, concat: torch.Tensor) -> torch.Tensor:
     """One call of the hooked UNet, as the pipeline makes it (cond and uncond in one batch)."""
     return unet(sample, timestep, context, cross_attention_kwargs={"concat_conds": concat}).sample
+
+
+# --------------------------------------------------------------------- light maps
+# gradio_demo.py and gradio_demo_bg.py ``process``: the ``bg_source`` branches that draw
+# ``input_bg`` before the resize-and-crop.
+
+
+def _horizontal(gradient: np.ndarray, height: int) -> np.ndarray:
+    image = np.tile(gradient, (height, 1))
+    return np.stack((image,) * 3, axis=-1).astype(np.uint8)
+
+
+def _vertical(gradient: np.ndarray, width: int) -> np.ndarray:
+    image = np.tile(gradient, (1, width))
+    return np.stack((image,) * 3, axis=-1).astype(np.uint8)
+
+
+def reference_fc_light_map(source: str, width: int, height: int) -> np.ndarray:
+    """``gradio_demo.py``'s ``input_bg`` for BGSource LEFT/RIGHT/TOP/BOTTOM: HWC uint8."""
+    if source == "LEFT":
+        return _horizontal(np.linspace(255, 0, width), height)
+    if source == "RIGHT":
+        return _horizontal(np.linspace(0, 255, width), height)
+    if source == "TOP":
+        return _vertical(np.linspace(255, 0, height)[:, None], width)
+    if source == "BOTTOM":
+        return _vertical(np.linspace(0, 255, height)[:, None], width)
+    raise ValueError(f"the fc demo has no light map {source!r}")
+
+
+def reference_fbc_background(source: str, input_bg: np.ndarray | None, width: int, height: int) -> np.ndarray:
+    """``gradio_demo_bg.py``'s ``input_bg`` for each BGSource (UPLOAD, UPLOAD_FLIP, GREY,
+    LEFT, RIGHT, TOP, BOTTOM): HWC uint8, before its resize-and-crop."""
+    if source == "UPLOAD":
+        return input_bg
+    if source == "UPLOAD_FLIP":
+        return np.fliplr(input_bg)
+    if source == "GREY":
+        return np.zeros(shape=(height, width, 3), dtype=np.uint8) + 64
+    if source == "LEFT":
+        return _horizontal(np.linspace(224, 32, width), height)
+    if source == "RIGHT":
+        return _horizontal(np.linspace(32, 224, width), height)
+    if source == "TOP":
+        return _vertical(np.linspace(224, 32, height)[:, None], width)
+    if source == "BOTTOM":
+        return _vertical(np.linspace(32, 224, height)[:, None], width)
+    raise ValueError(f"the fbc demo has no background source {source!r}")
+
+
+# --------------------------------------------------------------------- normal map
+# gradio_demo_bg.py ``process_normal``: the combination of the four relights, from the
+# point where they exist (float32 HWC 0..1, ``pytorch2numpy(quant=False)``) and the
+# matting has been brought to their size as uint8 (the demo's
+# ``resize_and_center_crop((matting[..., 0] * 255.0).clip(0, 255).astype(np.uint8), w, h)``).
+# Only the normal map is returned; the demo's other outputs are the relights themselves.
+
+
+def reference_normal_map(left: np.ndarray, right: np.ndarray, bottom: np.ndarray, top: np.ndarray,
+                         matting: np.ndarray) -> np.ndarray:
+    """Four float32 HWC 0..1 relights and an HW uint8 matting at their size -> HWC uint8."""
+    ambient = (left + right + bottom + top) / 4.0
+    matting = matting.astype(np.float32)[..., None] / 255.0
+
+    def safa_divide(a, b):
+        e = 1e-5
+        return ((a + e) / (b + e)) - 1.0
+
+    left = safa_divide(left, ambient)
+    right = safa_divide(right, ambient)
+    bottom = safa_divide(bottom, ambient)
+    top = safa_divide(top, ambient)
+
+    u = (right - left) * 0.5
+    v = (top - bottom) * 0.5
+
+    sigma = 10.0
+    u = np.mean(u, axis=2)
+    v = np.mean(v, axis=2)
+    h = (1.0 - u ** 2.0 - v ** 2.0).clip(0, 1e5) ** (0.5 * sigma)
+    z = np.zeros_like(h)
+
+    normal = np.stack([u, v, h], axis=2)
+    normal /= np.sum(normal ** 2.0, axis=2, keepdims=True) ** 0.5
+    normal = normal * matting + np.stack([z, z, 1 - z], axis=2) * (1 - matting)
+    return (normal * 127.5 + 127.5).clip(0, 255).astype(np.uint8)

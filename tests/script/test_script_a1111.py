@@ -387,7 +387,7 @@ def test_the_lora_guard_is_what_prevents_the_a1111_failure(webui, monkeypatch):
 
 
 @pytest.mark.parametrize("is_img2img", [False, True])
-def test_ui_returns_the_13_components_in_an_input_accordion(webui, is_img2img):
+def test_ui_returns_the_components_in_an_input_accordion(webui, is_img2img):
     import gradio as gr
     from modules.ui_components import InputAccordion
 
@@ -395,7 +395,7 @@ def test_ui_returns_the_13_components_in_an_input_accordion(webui, is_img2img):
     assert script.title() == "IC Light"
     with gr.Blocks():
         components = script.ui(is_img2img)
-    assert len(components) == len(ARG_SPECS) == 13
+    assert len(components) == len(ARG_SPECS) == 16  # the 13 of the contract, then the lighting options
     assert isinstance(components[0], InputAccordion)
     assert components[0].value is False
     keys = [key for _, key in script.infotext_fields]

@@ -79,12 +79,12 @@ def _visible(component: Any) -> bool:
 
 
 @pytest.mark.parametrize("is_img2img", [False, True])
-def test_thirteen_components_in_contract_order(is_img2img: bool) -> None:
+def test_the_components_in_contract_order(is_img2img: bool) -> None:
     panel = build(is_img2img)
-    assert len(panel.components) == len(ARG_SPECS) == 13
+    assert len(panel.components) == len(ARG_SPECS) == 16  # the 13 of the contract, then the options
     assert isinstance(panel.components[0], FakeInputAccordion)
     assert [panel.by_name[name] for name in ARG_NAMES] == panel.components
-    assert len({id(c) for c in panel.components}) == 13
+    assert len({id(c) for c in panel.components}) == 16
 
 
 @pytest.mark.parametrize("is_img2img", [False, True])
@@ -131,9 +131,21 @@ def _choice_values(dropdown: Any) -> list[str]:
 def test_infotext_fields(is_img2img: bool) -> None:
     panel = build(is_img2img)
     expected = [(panel.by_name[s.name], s.infotext_key) for s in ARG_SPECS if s.kind != "image"]
+    if is_img2img:  # a light map by name pastes into the preset radio and the angle slider
+        expected += [(panel.controls["light_preset"], ui.pasted_light_preset),
+                     (panel.controls["light_angle"], ui.pasted_light_angle)]
     assert panel.infotext_fields == expected
-    assert len(panel.infotext_fields) == 11
+    assert len(panel.infotext_fields) == 14 + 2 * is_img2img
     assert panel.infotext_fields[0] == (panel.components[0], "IC Light")
+
+
+def test_a_pasted_light_map_name_sets_the_preset_and_angle() -> None:
+    assert ui.pasted_light_preset({"IC Light light map": "Left"}) == "left"
+    assert ui.pasted_light_preset({"IC Light light map": "angle:45"}) == "angle"
+    assert ui.pasted_light_angle({"IC Light light map": "angle:45"}) == 45
+    assert ui.pasted_light_angle({"IC Light light map": "135"}) == 135
+    assert ui.pasted_light_angle({"IC Light light map": "left"}) == gr.update()
+    assert ui.pasted_light_preset({}) == gr.update()
 
 
 def test_fbc_background_visibility() -> None:
@@ -147,12 +159,16 @@ def test_fbc_background_visibility() -> None:
 
     txt = build(False)
     assert not _visible(txt.by_name["uploaded_bg"])  # default "fc"
-    assert txt.handlers["model_type"]("my-relight")["visible"] is True
-    assert txt.handlers["model_type"]("IC-Light-SD15-FC-fp8")["visible"] is False
+    assert [u["visible"] for u in txt.handlers["model_type"]("my-relight")] == [True] * 3
+    assert [u["visible"] for u in txt.handlers["model_type"]("IC-Light-SD15-FC-fp8")] == [False] * 3
+    assert ui.FBC_ONLY == ("uploaded_bg", "bg_source", "normal_map")
+    assert not any(_visible(txt.by_name[name]) for name in ui.FBC_ONLY)
+    assert _visible(txt.by_name["relight_in_place"])
     assert not _visible(txt.by_name["reinforce_fg"])
 
     img = build(True)
-    assert not _visible(img.by_name["uploaded_bg"])
+    assert not any(_visible(img.by_name[name]) for name in ui.FBC_ONLY)
+    assert _visible(img.by_name["relight_in_place"])
     assert "model_type" not in img.handlers
     assert _visible(img.by_name["reinforce_fg"])
     assert img.by_name["input_fg"].label == "Light map"
@@ -172,11 +188,11 @@ def test_refresh_button_updates_choices_and_kinds() -> None:
     panel = build(False, refresh_models=refresh)
     assert calls == []  # building must not list models
     assert "refresh_models" in panel.controls
-    dropdown, background = panel.handlers["refresh_models"]("new-bg")
+    dropdown, *fbc_only = panel.handlers["refresh_models"]("new-bg")
     assert dropdown["choices"] == ["new-fc", "new-bg", "fc", "fbc"]
     assert dropdown["value"] == "new-bg"
-    assert background["visible"] is True
-    assert panel.handlers["model_type"]("new-fc")["visible"] is False
+    assert [u["visible"] for u in fbc_only] == [True] * 3
+    assert [u["visible"] for u in panel.handlers["model_type"]("new-fc")] == [False] * 3
 
     no_refresh = build(False)
     assert "refresh_models" not in no_refresh.controls
@@ -274,3 +290,46 @@ def test_panel_serialises_to_a_gradio_config(is_img2img: bool) -> None:
     assert {f"iclight_{tab}_{spec.name}" for spec in ARG_SPECS[1:]} <= ids
     assert len(config["dependencies"]) >= (3 if is_img2img else 2)
     assert panel.components[0].accordion is not None
+
+
+# -- the lighting options (issue 21) ---------------------------------------------------
+
+
+def test_the_background_source_is_a_dropdown_of_the_sources() -> None:
+    panel = build(False)
+    dropdown = panel.by_name["bg_source"]
+    assert _choice_values(dropdown) == ["upload", "upload_flip", "left", "right", "top", "bottom", "ambient"]
+    assert _value(dropdown) == "upload"
+    assert getattr(dropdown, "allow_custom_value", True)  # "angle:45" is typed in
+    assert _value(panel.by_name["normal_map"]) is False and _value(panel.by_name["relight_in_place"]) is False
+
+
+def _with_size_fields(is_img2img: bool, subject: bool = True) -> ui.Panel:
+    with gr.Blocks():
+        width = gr.Slider(minimum=64, maximum=2048, step=8, value=512, elem_id="w")
+        height = gr.Slider(minimum=64, maximum=2048, step=8, value=768, elem_id="h")
+        init = gr.Image(type="pil", elem_id="init") if subject else None
+        return ui.build_panel(is_img2img, FakeInputAccordion, ["IC-Light-SD15-FC-fp8"], ["u2net"], "u2net",
+                              size_fields=(width, height), subject_field=init)
+
+
+def test_sync_resolution_sets_the_subjects_aspect_at_about_the_current_area() -> None:
+    panel = _with_size_fields(False)
+    assert "sync_resolution" in panel.controls
+    sync = panel.handlers["sync_resolution"]
+    assert sync(Image.new("RGB", (1000, 1000)), 512, 768) == (624, 624)
+    assert sync(Image.new("RGBA", (1000, 1500)), 512, 768) == (512, 768)
+    width, height = sync(Image.new("RGB", (1600, 900)), 512, 512)
+    assert width % 8 == 0 and height % 8 == 0 and abs(width / height - 16 / 9) < 0.05
+    w, h = sync({"image": Image.new("RGB", (300, 600)), "mask": None}, 512, 512)
+    assert (w, h) == (360, 728) and abs(w * h - 512 * 512) < 0.01 * 512 * 512
+    with pytest.raises(gr.Error, match="upload the subject image first"):
+        sync(None, 512, 512)
+
+
+def test_sync_resolution_in_img2img_reads_the_webuis_input_image() -> None:
+    assert "sync_resolution" in _with_size_fields(True).controls
+    # Without an image widget to read (Forge 2's img2img canvas), no button.
+    assert "sync_resolution" not in _with_size_fields(True, subject=False).controls
+    # Without the WebUI's size sliders, no button either.
+    assert "sync_resolution" not in build(False).controls

@@ -52,6 +52,7 @@ class StableDiffusionProcessing:
     prompt: str = ""
     negative_prompt: str = ""
     seed: int = 1
+    subseed: int = 1
     steps: int = 4
     cfg_scale: float = 5.0
     width: int = 64
@@ -197,10 +198,14 @@ def process_images(p):
         if p.refiner_checkpoint not in sd_models.checkpoints:
             raise Exception(f"Could not find checkpoint with name {p.refiner_checkpoint}")
         p.refiner_checkpoint_info = p.refiner_checkpoint
-    all_prompts = [p.prompt] * (p.batch_size * p.n_iter)
-    all_seeds = [p.seed + i for i in range(len(all_prompts))]
+    # A1111 lists the prompts and seeds on ``p`` before the process hook (l. 899-909),
+    # which may change them.
+    all_prompts = p.all_prompts = [p.prompt] * (p.batch_size * p.n_iter)
+    p.all_seeds = [p.seed + i for i in range(len(all_prompts))]
+    p.all_subseeds = [p.subseed + i for i in range(len(all_prompts))]
     if p.scripts is not None:
         p.scripts.process(p)
+    all_seeds = p.all_seeds
     output_images, infotexts = [], []
     with torch.no_grad():
         p.init(all_prompts, all_seeds)

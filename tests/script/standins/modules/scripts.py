@@ -87,6 +87,22 @@ class Script:
         pass
 
 
+_ARGS_COUNTS: dict = {}
+
+
+def _args_count(script) -> int:
+    """How many args a script takes: A1111 counts the components its ``ui()`` returns
+    (``setup_ui_for_section``); built once per script class, in a throwaway Blocks."""
+    if hasattr(script, "args_count"):
+        return script.args_count
+    if type(script) not in _ARGS_COUNTS:
+        import gradio as gr
+
+        with gr.Blocks():
+            _ARGS_COUNTS[type(script)] = len(script.ui(False) or ())
+    return _ARGS_COUNTS[type(script)]
+
+
 class ScriptRunner:
     """Runs the AlwaysOn hooks in order, each over its slice of ``p.script_args``."""
 
@@ -96,7 +112,7 @@ class ScriptRunner:
         for script in scripts:
             script.alwayson = True
             script.args_from = start
-            script.args_to = start + getattr(script, "args_count", 13)  # A1111: the ui() components
+            script.args_to = start + _args_count(script)
             start = script.args_to
             self.alwayson_scripts.append(script)
 
