@@ -336,3 +336,27 @@ def test_a_clone_dropped_after_install_is_caught_by_the_delivery_probe(standins)
         require_delivery(count, beside=["FreeU Integrated"])
     backend.cleanup(p, keep_merged=False)
     assert_same(unet, before)
+
+
+def test_a_normal_maps_per_item_conditioning_reaches_each_items_rows(standins):
+    """A normal map conditions each of its 4 batch items on its own light: conv_in sees
+    item ``r % 4``'s conditioning on row ``r`` of Forge's cond + uncond batch."""
+    unet = h.tiny_unet()
+    p = h.forge_p(unet)
+    offsets = h.ic_offsets(unet, "fbc")
+    concat = torch.cat([h.ic_concat("fbc", seed=seed) for seed in range(4)])
+    inputs: list[torch.Tensor] = []
+    handle = unet.input_blocks[0][0].register_forward_pre_hook(lambda _m, args: inputs.append(args[0].detach().clone()))
+    backend = ForgeBackend()
+    h.reset(p)
+    backend.install(p, offsets, concat)
+    try:
+        h.sample(p.sd_model.forge_objects.unet, h.load_forge, batch=4)
+    finally:
+        handle.remove()
+        backend.cleanup(p, keep_merged=False)
+    assert inputs
+    for x in inputs:
+        assert x.shape[0] % 4 == 0
+        for row in range(x.shape[0]):
+            assert torch.equal(x[row, 4:], concat[row % 4].to(x.dtype))

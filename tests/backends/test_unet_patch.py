@@ -285,3 +285,16 @@ def test_a_lazy_source_is_read_in_bounded_chunks(unet, monkeypatch):
     for read in source.reads:
         assert len(read) == 1 or sum(2 * offsets[k].numel() for k in read) <= biggest
     patch.release()
+
+
+def test_per_item_conditioning_follows_the_rows_of_each_cond_block():
+    """A normal map's conditioning has one row per batch item. Samplers stack cond and
+    uncond as blocks of the whole batch (A1111: [cond x B, uncond x B], or B rows at a
+    time with batch_cond_uncond off; Forge: whole-batch blocks per cond), so row ``r`` of
+    the UNet batch is item ``r % B``."""
+    concat = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 8, 2, 2)
+    for rows in (4, 8, 12):
+        out = concat_to_batch(concat, torch.zeros(rows, 4, 2, 2))
+        assert out[:, 0, 0, 0].tolist() == [float(r % 4) for r in range(rows)]
+    with pytest.raises(RuntimeError, match="does not divide"):
+        concat_to_batch(concat, torch.zeros(6, 4, 2, 2))

@@ -6,6 +6,12 @@ the same callbacks the WebUI glue hands in: model listing from a folder of safet
 files (lib_iclight.weights) and the background-removal preview through rembg
 (lib_iclight.rembg_session) with a tiny stand-in ONNX model.
 
+Around each panel stand the WebUI widgets it works with: the width and height sliders
+(``<tab>_width``/``<tab>_height``) and, in img2img, the input image (``img2img_image``),
+handed to ``build_panel`` for the Sync resolution button; and a Generate button
+(``<tab>_generate``) that sends the panel's components, as the WebUI's sends the script
+args, into :attr:`Served.sent`.
+
     python -m tests.browser.panel_app /tmp/models   # serves it until Ctrl-C, for a look
 """
 
@@ -17,6 +23,7 @@ import importlib.util
 import logging
 import socket
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -25,6 +32,7 @@ from unittest import mock
 import gradio as gr
 from PIL import Image
 
+from lib_iclight.args import ARG_NAMES
 from lib_iclight.webui import ui
 from lib_iclight.rembg_session import cut_out_subject
 from lib_iclight.weights import list_models
@@ -41,6 +49,7 @@ WIRINGS = {
     "refresh": "_wire_refresh",
     "light_map_presets": "_wire_light_map_presets",
     "preview": "_wire_preview",
+    "sync_resolution": "wire_sync_resolution",
 }
 """The panel's event wirings by short name (methods of ``ui._Builder``), for the negative
 control that serves a panel with one of them left out."""
@@ -92,22 +101,65 @@ def _without(wiring: str | None) -> Iterator[None]:
         yield
 
 
-def build_app(model_dir: Path, without_wiring: str | None = None) -> tuple[gr.Blocks, dict[str, ui.Panel]]:
+SIZE_SLIDER = dict(minimum=64, maximum=2048, step=8, value=512)
+"""The WebUI's width and height sliders (A1111's range and step)."""
+
+
+class SentArgs:
+    """What each tab's Generate button sent: one ``{name: raw value}`` per click, in
+    ARG_SPECS order, as the script's ``process`` would receive them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sent: dict[str, list[dict[str, Any]]] = {}
+
+    def record(self, tab: str, values: tuple[Any, ...]) -> None:
+        assert len(values) == len(ARG_NAMES), values
+        with self._lock:
+            self._sent.setdefault(tab, []).append(dict(zip(ARG_NAMES, values)))
+
+    def count(self, tab: str) -> int:
+        with self._lock:
+            return len(self._sent.get(tab, []))
+
+    def last(self, tab: str) -> dict[str, Any]:
+        with self._lock:
+            return dict(self._sent[tab][-1])
+
+
+def build_app(
+    model_dir: Path, without_wiring: str | None = None
+) -> tuple[gr.Blocks, dict[str, ui.Panel], SentArgs]:
     """Blocks holding the txt2img panel above the img2img one; ``without_wiring`` leaves
     one event wiring out (a key of :data:`WIRINGS`)."""
     accordion = input_accordion()
     refresh = model_kinds(model_dir)
     panels: dict[str, ui.Panel] = {}
+    sent = SentArgs()
     with _without(without_wiring), gr.Blocks(title="IC Light panel", css=TOOL_BUTTON_CSS) as demo:
         for is_img2img in (False, True):
             kinds = refresh()
-            with gr.Column(elem_id=f"{ui.tab_name(is_img2img)}_column"):
-                panels[ui.tab_name(is_img2img)] = ui.build_panel(
+            tab = ui.tab_name(is_img2img)
+            with gr.Column(elem_id=f"{tab}_column"):
+                subject = gr.Image(type="pil", label="Image", elem_id="img2img_image") if is_img2img else None
+                with gr.Row():
+                    width = gr.Slider(label="Width", elem_id=f"{tab}_width", **SIZE_SLIDER)
+                    height = gr.Slider(label="Height", elem_id=f"{tab}_height", **SIZE_SLIDER)
+                panels[tab] = panel = ui.build_panel(
                     is_img2img, accordion, ic_model_names=list(kinds), rembg_model_names=list(REMBG_CHOICES),
                     default_rembg=REMBG_CHOICES[0], ic_model_kinds=kinds, refresh_models=refresh,
-                    preview_fn=preview,
+                    preview_fn=preview, size_fields=(width, height), subject_field=subject,
                 )
-    return demo, panels
+                generate = gr.Button("Generate", elem_id=f"{tab}_generate")
+                generate.click(fn=_sender(sent, tab), inputs=panel.components, outputs=[])
+    return demo, panels, sent
+
+
+def _sender(sent: SentArgs, tab: str) -> Callable[..., None]:
+    def generate(*values: Any) -> None:
+        sent.record(tab, values)
+
+    return generate
 
 
 @dataclass
@@ -115,6 +167,7 @@ class Served:
     url: str
     demo: gr.Blocks
     panels: dict[str, ui.Panel]
+    sent: SentArgs
 
     def close(self) -> None:
         # uvicorn's graceful shutdown waits for open connections, and a page's queue
@@ -128,12 +181,12 @@ class Served:
 def serve(model_dir: Path, without_wiring: str | None = None) -> Served:
     """Launch the app on 127.0.0.1 and a free port, in this process (its callbacks run in
     the server's threads, so the test's environment is theirs)."""
-    demo, panels = build_app(model_dir, without_wiring)
+    demo, panels, sent = build_app(model_dir, without_wiring)
     demo.queue()  # the WebUIs queue their events; Gradio 4 always does
     port = free_port()
     launch: dict[str, Any] = dict(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     demo.launch(**launch)
-    return Served(f"http://127.0.0.1:{port}/", demo, panels)
+    return Served(f"http://127.0.0.1:{port}/", demo, panels, sent)
 
 
 if __name__ == "__main__":  # pragma: no cover - a manual look at the panel

@@ -21,7 +21,7 @@ README = ROOT / "README.md"
 CHANGELOG = ROOT / "CHANGELOG.md"
 DOCS = ROOT / "docs"
 START, END = "<!-- args-table -->", "<!-- /args-table -->"
-README_MAX_LINES = 250
+README_MAX_LINES = 330  # 250 after the issue-20 split, then the lighting options (issue 21, ~70 lines)
 
 
 def documents() -> list[Path]:

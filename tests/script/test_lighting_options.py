@@ -5,6 +5,7 @@ refusals, and that leaving them at their defaults changes no image."""
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ SUBJECT = disc_image(64)
 BACKGROUND = Image.fromarray(np.random.default_rng(3).integers(0, 256, (48, 80, 3), dtype=np.uint8), "RGB")
 LIGHT = Image.fromarray(np.tile(np.linspace(250, 5, 64).astype(np.uint8), (64, 1)), "L").convert("RGB")
 FBC = "iclight_sd15_fbc"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def contract_args(**overrides) -> list:
@@ -236,3 +238,31 @@ def test_relight_in_place_takes_the_inputs_own_alpha(webui):
 def test_relight_in_place_in_img2img(webui):
     _, processed = run(webui, ic_args(input_fg="right", relight_in_place=True), img2img=True)
     assert len(processed.images) == 3  # relit, in place, removed background
+
+
+# -- the README's normal-map example -------------------------------------------------
+
+EXAMPLE = ROOT / "examples" / "normal-map" / "normal-map-test-models.png"
+
+
+def example_strip(processed, subject: Image.Image) -> Image.Image:
+    """subject | left | right | bottom | top | normal map, each 64x64, shown at 2x."""
+    tiles = [subject.convert("RGB"), *processed.images[:5]]
+    strip = Image.new("RGB", (64 * len(tiles), 64))
+    for index, tile in enumerate(tiles):
+        strip.paste(tile.convert("RGB"), (64 * index, 0))
+    return strip.resize((strip.width * 2, strip.height * 2), Image.NEAREST)
+
+
+def test_the_readmes_normal_map_example_is_what_the_test_models_make(webui):
+    """The README's example (examples/normal-map/) is this request on the test models;
+    ``ICLIGHT_WRITE_EXAMPLES=1`` writes it again after a change that moves it."""
+    import os
+
+    subject = disc_image(64)
+    strip = example_strip(run(webui, fbc(normal_map=True, input_fg=to_base64(subject)), seed=11)[1], subject)
+    if os.environ.get("ICLIGHT_WRITE_EXAMPLES") == "1":
+        EXAMPLE.parent.mkdir(parents=True, exist_ok=True)
+        strip.save(EXAMPLE)
+    with Image.open(EXAMPLE) as saved:
+        assert np.array_equal(np.asarray(saved.convert("RGB")), np.asarray(strip))
