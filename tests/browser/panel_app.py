@@ -49,7 +49,6 @@ WIRINGS = {
     "refresh": "_wire_refresh",
     "light_map_presets": "_wire_light_map_presets",
     "preview": "_wire_preview",
-    "sync_resolution": "wire_sync_resolution",
 }
 """The panel's event wirings by short name (methods of ``ui._Builder``), for the negative
 control that serves a panel with one of them left out."""

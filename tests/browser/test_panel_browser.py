@@ -7,6 +7,7 @@ serve a panel with one event wiring left out and show that its check then fails.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +15,25 @@ import gradio as gr
 import pytest
 from PIL import Image
 
-from lib_iclight.lightmaps import LIGHT_PRESETS, make_lightmap
+from lib_iclight.args import parse_args
+from lib_iclight.lightmaps import BG_SOURCES, LIGHT_PRESETS, make_lightmap
 from lib_iclight.rembg_session import cut_out_subject
-from lib_iclight.webui.ui import DEFAULT_LIGHT_ANGLE, IMAGE_HEIGHT, LIGHT_MAP_SIZE
+from lib_iclight.resolution import synced_resolution
+from lib_iclight.webui.ui import DEFAULT_LIGHT_ANGLE, FBC_ONLY, IMAGE_HEIGHT, LIGHT_MAP_SIZE
 from tests.helpers.images import disc_image
 from tests.helpers.panel_page import PanelPage, max_difference
 from tests.helpers.tiny_weights import make_offset_file, tiny_unet_shapes
 
 from .conftest import img2img, txt2img
-from .panel_app import REMBG_CHOICES, serve
+from .panel_app import REMBG_CHOICES, SIZE_SLIDER, Served, serve
 
 GRADIO = f"gradio{gr.__version__.split('.')[0]}"
 SUBJECT_SIZE = 96
+SYNC_CASES = {  # tab: (subject width x height, the size sliders before the click)
+    "txt2img": ((300, 600), (512, 512)),
+    "img2img": ((600, 300), (512, 768)),
+}
+SYNC_ERROR = "Sync resolution: upload the subject image first"
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +46,19 @@ def subject_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ------------------------------------------------------------------ the checks
 
 
+def expect_fbc_only(panel: PanelPage, visible: bool) -> None:
+    for name in FBC_ONLY:  # uploaded_bg first: the negative control matches on it
+        panel.expect_visible(name, visible)
+
+
 def check_background_toggle(panel: PanelPage) -> None:
-    """fbc shows the Background slot, fc hides it again."""
-    panel.expect_visible("uploaded_bg", False)
+    """fbc shows the fbc-only controls (the Background slot, Background source and Normal
+    map), fc hides them again."""
+    expect_fbc_only(panel, False)
     panel.choose("model_type", "fbc")
-    panel.expect_visible("uploaded_bg", True)
+    expect_fbc_only(panel, True)
     panel.choose("model_type", "fc")
-    panel.expect_visible("uploaded_bg", False)
+    expect_fbc_only(panel, False)
 
 
 def check_light_map_presets(panel: PanelPage) -> None:
@@ -123,6 +137,38 @@ def check_preview_error(panel: PanelPage, subject_file: Path) -> None:
     panel.close_toasts()
 
 
+def check_sync_resolution(panel: PanelPage, subject_css: str, subject_file: Path, current: tuple[int, int]) -> None:
+    """Without a subject the button says so in an error toast and leaves the size alone;
+    with one it sets the WebUI's width and height sliders to synced_resolution's size."""
+    width, height = panel.webui_css("width"), panel.webui_css("height")
+    panel.click("sync_resolution")
+    panel.expect_error(SYNC_ERROR)
+    panel.close_toasts()
+    default = SIZE_SLIDER["value"]
+    assert (panel.slider_value(width), panel.slider_value(height)) == (default, default)
+
+    panel.set_slider(width, current[0])
+    panel.set_slider(height, current[1])
+    panel.upload(subject_css, subject_file)
+    with Image.open(subject_file) as subject:
+        expected = synced_resolution(subject.size, current)
+    assert expected != current
+    panel.click("sync_resolution")
+    panel.expect_slider(width, expected[0])
+    panel.expect_slider(height, expected[1])
+
+
+def generate(panel: PanelPage, served: Served, timeout_s: float = 20.0) -> dict[str, Any]:
+    """Press the tab's Generate button; the raw values the panel sent, by argument name."""
+    before = served.sent.count(panel.tab)
+    panel.page.locator(panel.webui_css("generate")).click()
+    deadline = time.monotonic() + timeout_s
+    while served.sent.count(panel.tab) == before:
+        assert time.monotonic() < deadline, f"{panel.tab}: Generate sent nothing in {timeout_s} s"
+        panel.page.wait_for_timeout(50)
+    return served.sent.last(panel.tab)
+
+
 def check_no_page_errors(watch: Any) -> None:
     assert watch.errors == [], "\n".join(watch.errors)
 
@@ -130,11 +176,20 @@ def check_no_page_errors(watch: Any) -> None:
 # ------------------------------------------------------------------ the tests
 
 
-def test_background_slot_follows_fc_and_fbc(panel_page: Any) -> None:
+def test_fbc_only_controls_follow_fc_and_fbc(panel_page: Any) -> None:
+    """txt2img: the fbc-only controls follow the model; img2img never shows them;
+    Relight in place is on both tabs whatever the model."""
     page, watch = panel_page
-    panel = txt2img(page)
-    panel.open()
-    check_background_toggle(panel)
+    text, image = txt2img(page), img2img(page)
+    text.open()
+    image.open()
+    text.expect_visible("relight_in_place", True)
+    image.expect_visible("relight_in_place", True)
+    check_background_toggle(text)
+    text.expect_visible("relight_in_place", True)
+    image.choose("model_type", "fbc")
+    expect_fbc_only(image, False)
+    image.expect_visible("relight_in_place", True)
     check_no_page_errors(watch)
 
 
@@ -168,6 +223,52 @@ def test_a_failing_preview_shows_gr_error(panel_page: Any, subject_file: Path) -
     panel = txt2img(page)
     panel.open()
     check_preview_error(panel, subject_file)
+    check_no_page_errors(watch)
+
+
+def test_lighting_options_reach_the_generation_args(panel_page: Any, served: Served) -> None:
+    """Background source picked from its list, then typed as ``angle:45``, Normal map and
+    Relight in place ticked: the Generate button sends each, and parse_args takes them."""
+    page, watch = panel_page
+    panel = txt2img(page)
+    panel.open()
+    sent = generate(panel, served)
+    assert (sent["bg_source"], sent["normal_map"], sent["relight_in_place"]) == ("upload", False, False), sent
+
+    panel.choose("model_type", "fbc")
+    panel.expect_visible("bg_source", True)
+    assert panel.dropdown_options("bg_source") == list(BG_SOURCES)
+    panel.choose("bg_source", "left")
+    panel.set_checkbox("normal_map", True)
+    panel.set_checkbox("relight_in_place", True)
+    sent = generate(panel, served)
+    assert (sent["model_type"], sent["bg_source"], sent["normal_map"], sent["relight_in_place"]) == (
+        "fbc", "left", True, True), sent
+
+    panel.type_custom("bg_source", "angle:45")
+    sent = generate(panel, served)
+    assert sent["bg_source"] == "angle:45", sent
+    args = parse_args({**sent, "enable": True})
+    assert (args.bg_source, args.normal_map, args.relight_in_place) == ("angle:45", True, True)
+
+    image = img2img(page)
+    image.open()
+    image.set_checkbox("relight_in_place", True)
+    assert generate(image, served)["relight_in_place"] is True
+    check_no_page_errors(watch)
+
+
+def test_sync_resolution(panel_page: Any, tmp_path: Path) -> None:
+    """txt2img syncs to the panel's subject (input_fg), img2img to the WebUI's input image
+    (its light map slot stays empty, so reading that instead would raise the error)."""
+    page, watch = panel_page
+    for tab, (size, current) in SYNC_CASES.items():
+        subject_file = tmp_path / f"subject-{tab}.png"
+        disc_image(size[0], radius=min(size) / 3, height=size[1]).save(subject_file)
+        panel = txt2img(page) if tab == "txt2img" else img2img(page)
+        panel.open()
+        subject_css = "input_fg" if tab == "txt2img" else panel.webui_css("image")
+        check_sync_resolution(panel, subject_css, subject_file, current)
     check_no_page_errors(watch)
 
 

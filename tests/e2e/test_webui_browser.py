@@ -35,7 +35,8 @@ from .conftest import SEED, SIZE, WebUI, make_subject
 
 PAGE_LOAD_MS = 180_000
 GENERATION_MS = 900_000
-IC_KEYS = [spec.infotext_key for spec in ARG_SPECS if spec.infotext_key is not None]
+# The 13's entries; the lighting options after them are written only away from their defaults.
+IC_KEYS = [spec.infotext_key for spec in ARG_SPECS if spec.infotext_key is not None and not spec.extended]
 # What the generation test sets away from the defaults, so that the paste has work to do.
 CHANGED = {"foreground_threshold": 200, "erode_size": 8, "detail_transfer_blur_radius": 7}
 
@@ -175,6 +176,55 @@ def test_live_preview_and_its_error(webui_page: Any, subject_file: Path, shots: 
     assert _page_errors(watch) == []
 
 
+def _wait_for_size(page: Any, tab: str, expected: tuple[int, int], timeout_ms: int = 30_000) -> tuple[int, int]:
+    size = (0, 0)
+    for _ in range(timeout_ms // 200):
+        size = tuple(int(float(page.locator(f"#{tab}_{name} input[type=number]").first.input_value()))
+                     for name in ("width", "height"))
+        if size == expected:
+            break
+        page.wait_for_timeout(200)
+    return size  # type: ignore[return-value]
+
+
+def test_live_sync_resolution_sets_the_webuis_own_size(webui_page: Any, tmp_path: Path, shots: Path) -> None:
+    """The button reads the subject and sets the WebUI's own width and height sliders
+    (found through the script's after_component): the subject's aspect, about the area."""
+    from PIL import Image
+
+    from lib_iclight.resolution import synced_resolution
+
+    page, watch = webui_page
+    tall = tmp_path / "tall.png"
+    make_subject(128).resize((96, 192)).save(tall)
+    panel = PanelPage(page, "txt2img", timeout_ms=GENERATION_MS)
+    panel.open()
+    for name, value in (("width", 512), ("height", 512)):
+        _set_number(page, f"#txt2img_{name}", value)
+    panel.upload("input_fg", tall)
+    panel.wait_for_new_image("input_fg", None)
+    panel.click("sync_resolution")
+    expected = synced_resolution((96, 192), (512, 512))
+    assert _wait_for_size(page, "txt2img", expected) == expected
+    page.locator("#iclight_txt2img_enable").screenshot(path=str(shots / "live-txt2img-sync-resolution.png"))
+
+    _tab(page, "img2img")
+    img = PanelPage(page, "img2img", timeout_ms=GENERATION_MS)
+    img.open()
+    if img.loc("sync_resolution").count() == 0:
+        pytest.skip("no Sync resolution in img2img here: the WebUI's img2img input is not an image widget (Forge 2's canvas)")
+    wide = tmp_path / "wide.png"
+    Image.new("RGB", (200, 100), (120, 90, 60)).save(wide)
+    page.locator("#img2img_image input[type=file]").first.set_input_files(str(wide))
+    page.wait_for_timeout(1000)
+    for name, value in (("width", 512), ("height", 512)):
+        _set_number(page, f"#img2img_{name}", value)
+    img.click("sync_resolution")
+    expected = synced_resolution((200, 100), (512, 512))
+    assert _wait_for_size(page, "img2img", expected) == expected
+    assert _page_errors(watch) == []
+
+
 # ------------------------------------------------------------------ generate, infotext, paste
 
 
@@ -191,7 +241,7 @@ def _panel_values(panel: PanelPage) -> dict[str, str]:
     """Every infotext-carrying widget of the panel, as the infotext writes it."""
     values: dict[str, str] = {}
     for spec in ARG_SPECS:
-        if spec.infotext_key is None:
+        if spec.infotext_key is None or spec.extended:
             continue
         if spec.name != "enable" and panel.loc(spec.name).count() == 0:
             continue  # Gradio 4 leaves a hidden widget (reinforce_fg in txt2img) out of the page

@@ -109,7 +109,14 @@ class PanelPage:
         self.timeout_ms = timeout_ms
 
     def css(self, name: str) -> str:
-        return f"#iclight_{self.tab}_{name}"
+        """``#iclight_<tab>_<name>`` for a panel widget; a name that starts with ``#`` is a
+        selector already (see :meth:`webui_css`), so every helper here takes either."""
+        return name if name.startswith("#") else f"#iclight_{self.tab}_{name}"
+
+    def webui_css(self, name: str) -> str:
+        """The WebUI's own widget of this tab beside the panel: ``#<tab>_<name>``
+        (``#txt2img_width``, ``#img2img_image``)."""
+        return f"#{self.tab}_{name}"
 
     def loc(self, name: str) -> Any:
         return self.page.locator(self.css(name))
@@ -191,6 +198,22 @@ class PanelPage:
         box.fill(str(value))
         box.press("Enter")
         box.blur()
+
+    def slider_value(self, name: str) -> float:
+        return float(self.loc(name).locator("input[type=number]").first.input_value())
+
+    def expect_slider(self, name: str, value: float) -> None:
+        """Wait until the slider's number box shows ``value``."""
+        try:
+            self.page.wait_for_function(
+                "([sel, v]) => { const e = document.querySelector(sel); return e && Number(e.value) === v; }",
+                arg=[f"{self.css(name)} input[type=number]", value], timeout=self.timeout_ms,
+            )
+        except Exception as exc:  # noqa: BLE001 - Playwright's TimeoutError, reworded
+            raise AssertionError(f"{self.css(name)} shows {self.slider_value(name)}, not {value}: {exc}") from exc
+
+    def set_checkbox(self, name: str, checked: bool) -> None:
+        self.loc(name).locator("input[type=checkbox]").first.set_checked(checked)
 
     def click(self, name: str) -> None:
         self.loc(name).first.click()

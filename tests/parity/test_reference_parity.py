@@ -232,7 +232,7 @@ def our_side(case: Case, backend: Any, p: Any, monkeypatch: pytest.MonkeyPatch) 
         foreground_threshold=225, background_threshold=16, erode_size=0, detail_transfer_raw=False,
     )
     background = images.composite_on_grey(Image.fromarray(background_rgb())) if case.kind == "fbc" else None
-    request = Request(None, None, None, Conditioning(prepared, background=background))
+    request = Request(None, None, None, Conditioning(prepared, backgrounds=(background,) if background else ()))
     controller = ICLightController(backend, model_dirs=list, settings=lambda: None)
 
     seen: dict[str, torch.Tensor] = {}

@@ -161,6 +161,27 @@ def test_img2img_angle_axis_with_int_ranges(webui, xyz):
     assert "IC Light light map: 180" in processed.infotexts[2]
 
 
+def test_txt2img_grid_over_background_sources(webui, xyz):
+    args = ic_args(model_type=FBC, uploaded_bg=to_base64(BACKGROUND))
+    _, processed = grid(webui, xyz, args, x=("IC Light background source", "upload, left, angle:45"))
+    cells = processed.images[1:]
+    assert len(cells) == 3
+    for cell, text, source in zip(cells, processed.infotexts[1:], ("upload", "left", "angle:45")):
+        alone = run(webui, ic_args(model_type=FBC, uploaded_bg=to_base64(BACKGROUND), bg_source=source))[1]
+        assert same_images(pixels(alone, 1), [pixels_of(cell)]), source
+        # The default is not written; the other sources are.
+        assert (f"IC Light background source: {source}" in text) is (source != "upload")
+    assert len({bytes(c.tobytes()) for c in cells}) == 3
+
+
+def test_img2img_light_map_axis_takes_angle_names(webui, xyz):
+    _, processed = grid(webui, xyz, ic_args(), img2img=True, x=("IC Light light map", "angle:180, angle:0"))
+    for cell, preset in zip(processed.images[1:], ("left", "right")):
+        alone = run(webui, ic_args(input_fg=preset), img2img=True)[1]
+        assert same_images(pixels(alone, 1), [pixels_of(cell)])
+    assert "IC Light light map: angle:180" in processed.infotexts[1]
+
+
 def test_int_axes_reach_the_script(webui, xyz):
     p, processed = grid(webui, xyz, ic_args(detail_transfer=True), x=("IC Light detail transfer blur radius", "3, 9"),
                         y=("IC Light erode size", "4"))
@@ -175,6 +196,7 @@ BAD_GRIDS = [
     (dict(x=("IC Light light map", "left, sideways")), True, "^light_map: unknown light direction"),
     (dict(x=("IC Light foreground threshold", "200, 300")), False, "^foreground_threshold: expected an int in 0..255"),
     (dict(x=("IC Light remove background", "maybe")), False, "^remove_bg: expected a bool"),
+    (dict(x=("IC Light background source", "upload, sideways")), False, "^bg_source: unknown background source"),
 ]
 
 
