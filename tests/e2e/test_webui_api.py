@@ -18,6 +18,8 @@ ARG_NAMES = (
     "background_threshold", "erode_size", "detail_transfer", "detail_transfer_raw",
     "detail_transfer_blur_radius", "reinforce_fg",
 )
+"""The 13 of the contract (the API wiki); the lighting options follow them."""
+OPTIONS = ("bg_source", "normal_map", "relight_in_place")
 
 
 def images_of(response: Any) -> list:
@@ -55,8 +57,10 @@ def test_models_route(webui: WebUI) -> None:
 
 def test_schema_and_version_routes(webui: WebUI) -> None:
     schema = webui.get("/ic-light/v1/schema").json()
-    assert tuple(schema["properties"]) == ARG_NAMES
-    assert webui.get("/ic-light/v1/version").status_code == 200
+    assert tuple(schema["properties"]) == ARG_NAMES + OPTIONS
+    assert schema["x-positional-order"][:13] == list(ARG_NAMES)
+    version = webui.get("/ic-light/v1/version")
+    assert version.status_code == 200 and tuple(version.json()["args"]) == ARG_NAMES + OPTIONS
 
 
 # ------------------------------------------------------------------ modes
