@@ -110,15 +110,15 @@ def parse_light_name(value: object, field: str) -> str | None:
     """The canonical light-map name (lower-case, stripped) that ``value`` spells.
 
     Accepts :data:`LIGHT_MAP_NAMES` and ``angle:<degrees>``, case-insensitively. Returns
-    None when ``value`` is not a str, or is a str that cannot be a name (longer than
+    None when ``value`` is not a str, or is a str that cannot be a name (blank, longer than
     :data:`MAX_NAME_LENGTH`, or a ``data:`` URL): the caller decodes those as images.
     Raises ICLightError(``field``, ...) listing the accepted names for any other str.
     """
     if not isinstance(value, str):
         return None
     name = value.strip().lower()
-    if len(value) > MAX_NAME_LENGTH or name.startswith("data:"):
-        return None
+    if not name or len(value) > MAX_NAME_LENGTH or name.startswith("data:"):
+        return None  # a blank string is "no image", as the image decoder reads it
     if name in LIGHT_MAP_NAMES:
         return name
     angle = _angle_name(name)

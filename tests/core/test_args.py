@@ -209,3 +209,8 @@ def test_the_schema_lists_the_light_map_and_background_names():
     assert schema["properties"]["input_fg"]["x-light-map-names"] == names
     assert schema["properties"]["bg_source"]["x-names"] == ["upload", "upload_flip", *names]
     assert schema["x-contract-args"] == 13
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_a_blank_input_fg_is_still_no_image(blank):
+    assert parse_args(wiki_args(input_fg=blank)).input_fg is None
