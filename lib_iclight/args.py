@@ -233,7 +233,11 @@ def coerce_image(spec: ArgSpec, value: object) -> Image.Image | str | None:
     """A decoded image; for an argument that takes light maps by name, a short string is
     that name (canonical, e.g. ``"angle:45"``), refused with the list of names if unknown."""
     if spec.light_names:
-        name = parse_light_name(value, spec.name)
+        try:
+            name = parse_light_name(value, spec.name)
+        except ICLightError as error:
+            # A short string is a name or nothing: no image's base64 is that short.
+            raise ICLightError(spec.name, f"{error.problem}; or a base64 image") from None
         if name is not None:
             return name
     return decode_image(value, spec.name)
