@@ -11,6 +11,12 @@ WebUI must run with ``--api``.
 
     # img2img: the subject is the img2img input, the light map says where light comes from
     python iclight_api_client.py --mode img2img --subject person.jpg --light-map left_light.png
+    python iclight_api_client.py --mode img2img --subject person.jpg --light-map angle:135
+
+    # the lighting options: a drawn fbc background, a normal map, relighting in place
+    python iclight_api_client.py --mode txt2img-fbc --subject person.jpg --bg-source left
+    python iclight_api_client.py --mode txt2img-fbc --subject person.jpg --normal-map
+    python iclight_api_client.py --subject person.jpg --relight-in-place
 
 Every returned image is written: out.png, out-1.png, out-2.png ... (the relit image first,
 then what the extension appends, e.g. the subject with its background removed).
@@ -28,6 +34,9 @@ from typing import Any
 
 import requests
 from PIL import Image
+
+LIGHT_MAP_NAMES = ("left", "right", "top", "bottom", "ambient")
+"""Light maps the server draws by name (and ``angle:<degrees>``); see GET /ic-light/v1/schema."""
 
 # The script's 13 arguments, in the positional order the API expects.
 ARG_ORDER = (
@@ -64,7 +73,13 @@ def parse_cli(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mode", choices=("txt2img-fc", "txt2img-fbc", "img2img"), default="txt2img-fc")
     parser.add_argument("--subject", required=True, help="the subject image file")
     parser.add_argument("--background", help="the background image file (txt2img-fbc)")
-    parser.add_argument("--light-map", help="img2img: a light map image file; omitted: the server's default")
+    parser.add_argument("--light-map", help="img2img: a light map image file, or a name the server draws: "
+                        "left, right, top, bottom, ambient, angle:<degrees>")
+    parser.add_argument("--bg-source", default="upload", help="txt2img-fbc: upload, upload_flip, left, right, top, "
+                        "bottom, ambient or angle:<degrees> (the named ones need no --background)")
+    parser.add_argument("--normal-map", action="store_true", help="txt2img-fbc: four relights and their normal map")
+    parser.add_argument("--relight-in-place", action="store_true",
+                        help="also put the relit subject back onto the photo's own background")
     parser.add_argument("--model", help='IC-Light model name (file stem), or "fc" / "fbc"; default from --mode')
     parser.add_argument("--rembg-model", default="u2net_human_seg")
     parser.add_argument("--keep-background", action="store_true", help="do not remove the subject's background")
@@ -83,9 +98,20 @@ def parse_cli(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dict-args", action="store_true", help='send "args": [{name: value}] instead of 13 values')
     parser.add_argument("--timeout", type=float, default=600)
     args = parser.parse_args(argv)
-    if args.mode == "txt2img-fbc" and not args.background:
-        parser.error("--mode txt2img-fbc needs --background")
+    if args.mode == "txt2img-fbc" and not args.background and args.bg_source in ("upload", "upload_flip") \
+            and not args.normal_map:
+        parser.error("--mode txt2img-fbc needs --background (or a named --bg-source, or --normal-map)")
     return args
+
+
+def light_map(value: str | None) -> str | None:
+    """--light-map: a file's base64, or a name the server draws (sent as it is)."""
+    if not value:
+        return None
+    if value.strip().lower() in LIGHT_MAP_NAMES or value.strip().lower().startswith("angle:"):
+        if not Path(value).is_file():
+            return value.strip().lower()
+    return img2base64(value)
 
 
 def build_payload(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
@@ -96,8 +122,8 @@ def build_payload(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         "enable": True,
         "model_type": args.model or ("fbc" if args.mode == "txt2img-fbc" else "fc"),
         # img2img: input_fg is the light map, the subject goes in init_images.
-        "input_fg": (img2base64(args.light_map) if args.light_map else None) if img2img else subject,
-        "uploaded_bg": img2base64(args.background) if args.mode == "txt2img-fbc" else None,
+        "input_fg": light_map(args.light_map) if img2img else subject,
+        "uploaded_bg": img2base64(args.background) if args.mode == "txt2img-fbc" and args.background else None,
         "remove_bg": not args.keep_background,
         "rembg_model": args.rembg_model,
         "foreground_threshold": 225,
@@ -108,7 +134,12 @@ def build_payload(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
         "detail_transfer_blur_radius": 5,
         "reinforce_fg": args.reinforce_fg,
     }
-    script_args: list[Any] = [ic] if args.dict_args else [ic[name] for name in ARG_ORDER]
+    # The lighting options follow the 13; they are sent by name, in the dict form.
+    options = {"bg_source": args.bg_source, "normal_map": args.normal_map, "relight_in_place": args.relight_in_place}
+    changed = {name: value for name, value in options.items() if value not in ("upload", False)}
+    ic.update(changed)
+    by_name = args.dict_args or bool(changed)
+    script_args: list[Any] = [ic] if by_name else [ic[name] for name in ARG_ORDER]
     payload: dict[str, Any] = {
         "prompt": args.prompt,
         "negative_prompt": args.negative_prompt,
