@@ -53,11 +53,27 @@ class RequestContext:
     """Set by ``process`` when IC Light is enabled; None otherwise."""
     error: BaseException | None = None
     """The error the generation was stopped with (:mod:`.tripwire`)."""
+    owner: int | None = None
+    """``id`` of the ``p`` whose ``process`` made :attr:`request` (see :func:`borrowed`)."""
 
 
 def context_of(p: Any) -> RequestContext | None:
     context = getattr(p, ATTR, None)
     return context if isinstance(context, RequestContext) else None
+
+
+def borrowed(p: Any) -> bool:
+    """Whether ``p`` is a copy of a generation IC Light is serving, made mid-generation by
+    another extension that then calls the script hooks on it.
+
+    A shallow ``copy(p)`` shares this context. ADetailer (Bing-su/adetailer ``36189cb``,
+    ``postprocess_image``) calls every script's ``postprocess`` on ``copy(p)`` before its
+    passes, and ``before_process`` and ``process`` on another copy after them, while the
+    generation still has images to make: on the copy the hooks must neither end the request
+    (the rest of the batch, the extras and detail transfer need it) nor start another.
+    """
+    context = context_of(p)
+    return context is not None and context.request is not None and context.owner not in (None, id(p))
 
 
 def start(p: Any, settings: ICLightSettings | None) -> RequestContext:

@@ -234,6 +234,8 @@ class ICLightController:
         """Size a normal map's batch; where sd-webui-distributed is loaded, hand it args it
         can send as JSON. Best effort: ``process`` refuses what cannot be read, as for any
         request."""
+        if context.borrowed(p):
+            return
         self._size_normal_map_batch(p, args_from, args_to)
         if all(title != _DISTRIBUTE for title, _ in alwayson_scripts(p)):
             return
@@ -265,6 +267,9 @@ class ICLightController:
     @_guarded
     def process(self, p: Any, *raw_args: Any) -> None:
         """Validate and prepare everything that does not need the sampling size."""
+        if context.borrowed(p):
+            logger.debug("IC Light: process called on a copy of a generation it serves; left alone")
+            return
         ctx = context.start(p, None)
         self._observe(p)
         overrides = ctx.axis_values  # values of X/Y/Z plot axes for this cell
@@ -292,6 +297,7 @@ class ICLightController:
             p.init_images = [conditioning.init_image]
         ctx.request = Request(args, info, offsets, conditioning,
                               local_images=int(getattr(p, "batch_size", 1)) * int(getattr(p, "n_iter", 1)))
+        ctx.owner = id(p)
         self._guard_sampling(p, ctx.request)
         p.extra_generation_params.update(args.infotext(model_name=info.name))
         p.extra_generation_params.update(axes.infotext(overrides))
@@ -446,6 +452,9 @@ class ICLightController:
 
     def postprocess(self, p: Any, processed: Any, *script_args: Any) -> None:
         """Append the extra outputs, then leave the model as found. Never raises."""
+        if context.borrowed(p):
+            logger.debug("IC Light: postprocess called on a copy of a generation it serves; left alone")
+            return
         ctx = context.context_of(p)
         request, settings = (None, None) if ctx is None else (ctx.request, ctx.settings)
         try:

@@ -281,3 +281,86 @@ def test_extras_are_made_for_this_webuis_images_only(webui):
     _, injected = run_beside(webui, InjectsImages(), ic_args(detail_transfer=True), batch_size=2)
     assert len(injected.images) == 2 + 2 + 2 + 1  # the two added images get no detail transfer
     assert same_images(pixels(injected)[4:6], pixels(alone)[2:4])
+
+
+class ADetailerLike(StandInScript):
+    """ADetailer (Bing-su/adetailer ``36189cb``: ``scripts/!adetailer.py``
+    ``postprocess_image`` and ``_postprocess_image_inner``, ``aaaaaa/p_method.py``), with
+    one detection on every image. For each image: at ``batch_index`` 0, every script's
+    ``postprocess`` on ``copy(p)`` with an empty ``Processed``; then an inpainting img2img
+    pass, a new processing object on ``p.sd_model`` at ``p``'s size whose script runner
+    keeps only the scripts ADetailer allows (IC Light is not one); at the batch's last
+    index, ``before_process`` and ``process`` on another ``copy(p)``. Its folder sorts
+    before IC Light's, so its ``postprocess_image`` runs first."""
+
+    filename = "!adetailer.py"
+
+    def __init__(self):
+        self.inner_channels: list[int] = []
+        self.passes = 0
+
+    def postprocess_image(self, p, pp, enabled):
+        from modules import processing
+
+        if not enabled or getattr(p, "_ad_disabled", False):
+            return
+        if p.batch_index == 0:
+            p.scripts.postprocess(copy.copy(p), processing.Processed(p, [], []))
+        inner = processing.StableDiffusionProcessingImg2Img(prompt=p.prompt, init_images=[pp.image], width=p.width,
+                                                            height=p.height, seed=p.seed, steps=2)
+        runner = copy.copy(p.scripts)
+        runner.alwayson_scripts = [s for s in p.scripts.alwayson_scripts if (getattr(s, "filename", None) or "").startswith("dynamic_")]
+        inner.scripts, inner.script_args = runner, p.script_args
+        inner._ad_disabled = True
+        unet = p.sd_model.model.diffusion_model
+        handle = unet.input_blocks[0][0].register_forward_pre_hook(
+            lambda _m, args: self.inner_channels.append(int(args[0].shape[1])))
+        try:
+            processed = processing.process_images(inner)
+        finally:
+            handle.remove()
+        self.passes += 1
+        pp.image = processed.images[0]
+        if p.batch_index == p.batch_size - 1:
+            again = copy.copy(p)
+            p.scripts.before_process(again)
+            p.scripts.process(again)
+
+
+def run_after_adetailer(webui, adetailer, ic, **kwargs):
+    from modules import processing, scripts
+
+    p = processing.StableDiffusionProcessingTxt2Img(prompt="a photo", **kwargs)
+    p.scripts = scripts.ScriptRunner([adetailer, webui.script])  # "!adetailer" sorts first
+    p.script_args = (True, *ic)
+    return p, processing.process_images(p)
+
+
+def test_adetailers_passes_run_without_ic_light_and_leave_the_batch_its_ic_light(webui, unet):
+    """ADetailer's hooks on copies of ``p`` neither end IC-Light's request (the second batch
+    is relit, the extras and detail transfer come) nor start another; its own inpainting
+    passes run on the plain UNet (4 input channels), at their own size; the UNet is restored."""
+    before = snapshot(unet)
+    plain_batch = pixels(run_beside(webui, None, None, batch_size=2, n_iter=2)[1])
+    adetailer = ADetailerLike()
+    p, processed = run_after_adetailer(webui, adetailer, ic_args(detail_transfer=True), batch_size=2, n_iter=2)
+    assert adetailer.passes == 4
+    assert adetailer.inner_channels and set(adetailer.inner_channels) == {4}
+    # 4 images, their 4 detail-transferred copies, the cut-out
+    assert len(processed.images) == 4 + 4 + 1 and processed.images[-1].mode == "RGBA"
+    assert p.extra_generation_params["IC Light"] == "True"
+    assert_same(unet, before)
+    assert same_images(pixels(run_beside(webui, None, None, batch_size=2, n_iter=2)[1]), plain_batch)
+
+
+def test_without_the_borrowed_copy_check_adetailer_ends_ic_light_mid_generation(webui, unet, monkeypatch):
+    """Negative control: if the hooks acted on ADetailer's copies, its ``postprocess`` call
+    would end the request after the first image, and the second batch would sample
+    without IC-Light (stopped by the delivery check)."""
+    from lib_iclight.webui import context
+
+    monkeypatch.setattr(context, "borrowed", lambda p: False)
+    before = snapshot(unet)
+    with pytest.raises(ICLightConflict, match="UNet calls"):
+        run_after_adetailer(webui, ADetailerLike(), ic_args(), batch_size=2, n_iter=2)
+    assert_same(unet, before)

@@ -235,6 +235,7 @@ def process_images(p):
                 p.scripts.postprocess_batch_list(p, batch_params, batch_number=n)
                 decoded = batch_params.images
             for i, x_sample in enumerate(decoded):
+                p.batch_index = i  # A1111 1.10 l. 1032: extensions read it in postprocess_image
                 array = (255.0 * np.moveaxis(x_sample.cpu().numpy(), 0, 2)).astype(np.uint8)
                 image = Image.fromarray(array)
                 corrections = getattr(p, "color_corrections", None)
