@@ -204,6 +204,25 @@ def test_the_normal_map_batch_count_makes_one_map_per_batch(webui):
     assert len(processed.images) == 8 + 2 + 1
 
 
+def test_the_normal_map_with_hires_fix_conditions_both_passes_per_light(webui, unet, monkeypatch):
+    from lib_iclight.backends import a1111
+
+    shapes = []
+    original_install = a1111.A1111Backend.install
+
+    def spy(self, p, offsets, concat):
+        shapes.append(tuple(concat.shape))
+        return original_install(self, p, offsets, concat)
+
+    monkeypatch.setattr(a1111.A1111Backend, "install", spy)
+    before = snapshot(unet)
+    _, processed = run(webui, fbc(normal_map=True), enable_hr=True)
+    assert shapes == [(4, 8, 8, 8), (4, 8, 16, 16)]  # one row per light, at each pass's size
+    relights, normal = processed.images[:4], processed.images[4]
+    assert {img.size for img in relights} == {(128, 128)} and normal.size == (128, 128)
+    assert_same(unet, before)
+
+
 def test_the_normal_map_refuses_a_composable_prompt(webui):
     from modules import processing, scripts
 
