@@ -7,10 +7,11 @@
 #   WEBUI_DIR  the WebUI checkout (e.g. $HARNESS/a1111/webui); extensions go to WEBUI_DIR/extensions/NAME
 #   MIRRORS    folder of bare snapshots laid out as MIRRORS/<owner>+<name>/repo
 #   NAME       sd-webui-controlnet | multidiffusion-upscaler-for-automatic1111 | sd-webui-agent-scheduler
-#              | stable-diffusion-webui-distributed
+#              | stable-diffusion-webui-distributed | adetailer
 #              (short forms: controlnet, multidiffusion | tiled-diffusion, agent-scheduler, distributed);
 #              none given = the first three (distributed only when named: it needs a worker WebUI,
-#              see distributed_pair.sh)
+#              see distributed_pair.sh; adetailer only when named: its install.py pip-installs
+#              ultralytics, see README.md)
 #   --python   the WebUI venv's python. When given, each installed extension's install.py is run
 #              now, the way A1111's launch.py runs it at start (cwd WEBUI_DIR, PYTHONPATH=WEBUI_DIR),
 #              and for sd-webui-controlnet `pip install numpy==1.26.2 mediapipe==0.10.14
@@ -46,7 +47,8 @@ DEFAULT="sd-webui-controlnet multidiffusion-upscaler-for-automatic1111 sd-webui-
 PINS="sd-webui-controlnet Mikubill+sd-webui-controlnet 56cec5b2
 multidiffusion-upscaler-for-automatic1111 pkuliyi2015+multidiffusion-upscaler-for-automatic1111 22798f6
 sd-webui-agent-scheduler ArtVentureX+sd-webui-agent-scheduler a337533
-stable-diffusion-webui-distributed papuSpartan+stable-diffusion-webui-distributed 8fd65eb"
+stable-diffusion-webui-distributed papuSpartan+stable-diffusion-webui-distributed 8fd65eb
+adetailer Bing-su+adetailer 36189cb"
 
 BRANCH=pinned   # local branch the pinned commit is checked out on
 
@@ -56,6 +58,7 @@ canon() {
     multidiffusion|tiled-diffusion|multidiffusion-upscaler-for-automatic1111) echo multidiffusion-upscaler-for-automatic1111 ;;
     agent-scheduler|sd-webui-agent-scheduler) echo sd-webui-agent-scheduler ;;
     distributed|stable-diffusion-webui-distributed) echo stable-diffusion-webui-distributed ;;
+    adetailer) echo adetailer ;;
     *) echo "install.sh: unknown extension '$1'" >&2; exit 2 ;;
   esac
 }
