@@ -375,3 +375,125 @@ def test_live_agent_scheduler_ui_queue_runs_ic_light(webui: WebUI, webui_page: A
     entries = _infotext_entries(results["data"][0]["infotext"])
     assert entries.get("IC Light") == "True" and "IC Light model" in entries, results["data"][0]["infotext"]
     page.screenshot(path=str(shots / "live-agent-scheduler-queued.png"), full_page=False)
+
+
+# ------------------------------------------------------------------ img2img Batch tab
+
+
+def _infotext_fields(text: str) -> dict[str, str]:
+    """The WebUI's infotext, split: ``Prompt``, ``Negative prompt`` and each ``key: value``
+    of its last line (values with commas are quoted there, and none used here has one)."""
+    lines = text.strip().split("\n")
+    fields = {"Prompt": lines[0]}
+    for line in lines[1:-1]:
+        if line.startswith("Negative prompt: "):
+            fields["Negative prompt"] = line[len("Negative prompt: "):]
+    for match in re.finditer(r"\s*([\w \-/]+): (\"(?:[^\"\\]|\\.)*\"|[^,]*)(?:,|$)", lines[-1]):
+        fields[match.group(1).strip()] = match.group(2).strip()
+    return fields
+
+
+def test_live_img2img_batch_tab_matches_the_api(
+    webui: WebUI, webui_page: Any, tmp_path: Path, shots: Path, webui_own_errors: set[str]
+) -> None:
+    """The img2img Batch tab ("From directory") with IC Light on and the "left" light map:
+    A1111's ``process_batch`` runs every file of the folder through the same ``p`` (the
+    script's process / postprocess once per file). Each saved image must equal the same
+    request made alone through the API: nothing of one subject may leak into the next."""
+    import json
+
+    from PIL import Image
+
+    from .conftest import decode, encode
+
+    page, watch = webui_page
+    if "forge_additional_modules" in webui.options:
+        pytest.skip("written for A1111's Batch tab")
+    source, target = tmp_path / "in", tmp_path / "out"
+    source.mkdir()
+    target.mkdir()
+    subjects = {"subject_a": make_subject(128), "subject_b": make_subject(128).transpose(Image.FLIP_LEFT_RIGHT)}
+    subjects["subject_b"].paste((150, 90, 60), (0, 0, 128, 20))  # a second subject, not a mirror only
+    for stem, image in subjects.items():
+        image.save(source / f"{stem}.png")
+
+    _tab(page, "img2img")
+    page.locator("#mode_img2img > .tab-nav button").filter(has_text=re.compile(r"^\s*Batch\s*$")).first.click()
+    page.locator("#img2img_batch_tab").wait_for(state="visible")
+    from_dir = page.locator("#img2img_batch_source > .tab-nav button").filter(
+        has_text=re.compile(r"^\s*From directory\s*$"))
+    from_dir.first.click()
+    page.locator("#img2img_batch_from_dir_tab").wait_for(state="visible")
+    input_dir = page.locator("#img2img_batch_input_dir textarea, #img2img_batch_input_dir input").first
+    if not input_dir.is_visible():
+        pytest.skip("the server hides the batch directories (--hide-ui-dir-config)")
+    input_dir.fill(str(source))
+    page.locator("#img2img_batch_output_dir textarea, #img2img_batch_output_dir input").first.fill(str(target))
+
+    panel = PanelPage(page, "img2img", timeout_ms=GENERATION_MS)
+    panel.open()  # opening the WebUI's InputAccordion ticks it
+    src = panel.image_src("input_fg")
+    panel.pick_radio("light_preset", "left")
+    light_map = panel.read_image(panel.wait_for_new_image("input_fg", src))
+    assert max_difference(light_map, make_lightmap("left", *light_map.size)) == 0
+
+    page.locator("#img2img_prompt textarea").fill("a photo of a person, soft light from the left")
+    for name, value in (("steps", 4), ("width", SIZE), ("height", SIZE)):
+        _set_number(page, f"#img2img_{name}", value)
+    page.locator("#img2img_seed input").first.fill(str(SEED))
+    page.locator("#img2img_generate").click()
+    page.wait_for_function(
+        "(needle) => (document.querySelector('#html_info_img2img') || {}).innerText?.includes(needle)",
+        arg="IC Light model", timeout=GENERATION_MS,
+    )
+    page.screenshot(path=str(shots / "live-img2img-batch.png"), full_page=False)
+    saved = sorted(p.name for p in target.iterdir())
+    print(f"\nthe Batch tab saved: {saved}")
+    # One file a subject, named after it (A1111 puts its running number in front while
+    # "save_images_add_number" is on): the cut-out IC Light appends is shown, not saved.
+    files = {stem: [n for n in saved if re.fullmatch(rf"(\d+-)?{stem}\.png", n)] for stem in subjects}
+    assert len(saved) == len(subjects) and all(len(names) == 1 for names in files.values()), saved
+
+    outputs = {}
+    for stem, subject in subjects.items():
+        output = outputs[stem] = Image.open(target / files[stem][0])
+        output.load()
+        info = output.info.get("parameters", "")
+        print(f"{stem}.png {output.size} {output.mode}: {info!r}")
+        fields = _infotext_fields(info)
+        assert fields.get("IC Light") == "True", info
+        width, height = (int(v) for v in fields["Size"].split("x"))
+        args = webui.ic_args(input_fg=encode(light_map.convert("RGB")))
+        for spec in ARG_SPECS:
+            key = spec.infotext_key
+            if key is None or spec.extended or key not in fields or spec.name == "enable":
+                continue
+            value = fields[key]
+            args[spec.name] = value == "True" if spec.kind == "bool" else int(value) if spec.kind == "int" else value
+        payload = {
+            "prompt": fields["Prompt"],
+            "negative_prompt": fields.get("Negative prompt", ""),
+            "steps": int(fields["Steps"]),
+            "sampler_name": fields["Sampler"],
+            "cfg_scale": float(fields["CFG scale"]),
+            "seed": int(fields["Seed"]),
+            "width": width,
+            "height": height,
+            "denoising_strength": float(fields["Denoising strength"]),
+            "resize_mode": 0,
+            "init_images": [encode(subject)],
+            "alwayson_scripts": {"IC Light": {"args": list(args.values())}},
+        }
+        if "Schedule type" in fields:
+            payload["scheduler"] = fields["Schedule type"]
+        response = webui.post("img2img", payload)
+        assert response.status_code == 200, response.text
+        alone = decode(response.json()["images"][0])
+        alone.save(shots / f"live-img2img-batch-{stem}-api.png")
+        print(f"{stem} via the API: {json.loads(response.json()['info'])['infotexts'][0]!r}")
+        difference = max_difference(output, alone)
+        print(f"{stem}: largest difference batch vs API = {difference}")
+        assert difference == 0, f"{stem}: the Batch tab's image differs from the same request alone by {difference}"
+    # The two subjects make two different images: each comparison above had something to tell apart.
+    assert max_difference(*outputs.values()) > 0
+    assert _messages(watch) <= webui_own_errors, watch.errors
