@@ -94,6 +94,7 @@ def prepare_subject(
     # Flattened at the input's size and resized after, in the reference's order.
     flat = composite_on_grey(normalised)
     raw = resize_and_center_crop(flat, width, height)
+    photo = raw  # never lifted: what relight in place puts the subject back onto
 
     mask = removed_bg = cutout = None
     if remove_bg:
@@ -122,7 +123,7 @@ def prepare_subject(
         removed_bg=removed_bg,
         detail_source=raw if detail_transfer_raw else fg,
         cutout=cutout,
-        photo=resize_and_center_crop(composite_on_grey(normalised), width, height) if lift else raw,
+        photo=photo,
     )
 
 

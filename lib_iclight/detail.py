@@ -12,13 +12,12 @@ keeps the generated image's light and colour and the original's texture.
 from __future__ import annotations
 
 import logging
-import operator
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from .errors import ICLightError
+from .errors import non_negative_int
 from .images import composite_on_grey, resize_and_center_crop
 
 logger = logging.getLogger("iclight.detail")
@@ -33,14 +32,7 @@ def detail_transfer(generated: Image.Image, original: Image.Image, blur_radius: 
     pixels; 0 returns ``generated`` unchanged. The sum is computed in float32 on 0..255
     and clipped back to uint8, so bright detail on a bright area saturates rather than wraps.
     """
-    try:
-        if isinstance(blur_radius, bool):
-            raise TypeError
-        radius = operator.index(blur_radius)
-    except TypeError:
-        raise ICLightError.expected("detail_transfer_blur_radius", "an int >= 0", blur_radius) from None
-    if radius < 0:
-        raise ICLightError.expected("detail_transfer_blur_radius", "an int >= 0", blur_radius)
+    radius = non_negative_int("detail_transfer_blur_radius", blur_radius)
 
     generated = composite_on_grey(generated)
     original = resize_and_center_crop(composite_on_grey(original), *generated.size)

@@ -1,7 +1,9 @@
-"""The one error class the extension raises for anything a user or API caller got wrong."""
+"""The one error class the extension raises for anything a user or API caller got wrong, and
+the checks that raise it for more than one module."""
 
 from __future__ import annotations
 
+import operator
 import os
 from pathlib import Path
 
@@ -78,3 +80,16 @@ def file_reason(exc: BaseException, path: os.PathLike[str] | str) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return without_path(str(exc), path)
+
+
+def non_negative_int(arg: str, value: object) -> int:
+    """``value`` as an int >= 0 (any integer type, never a bool), or ICLightError naming ``arg``."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise ICLightError.expected(arg, "an int >= 0", value) from None
+    if number < 0:
+        raise ICLightError.expected(arg, "an int >= 0", value)
+    return number

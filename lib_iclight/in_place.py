@@ -8,13 +8,12 @@ so that no hard seam shows, and laid over the original photo.
 from __future__ import annotations
 
 import logging
-import operator
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from .errors import ICLightError
+from .errors import non_negative_int
 from .images import resize_and_center_crop
 
 logger = logging.getLogger("iclight.in_place")
@@ -47,7 +46,7 @@ def feather_mask(mask: Image.Image, erode_size: int) -> Image.Image:
 
     Raises ICLightError (a ValueError) for a negative or non-integer ``erode_size``.
     """
-    size = _check_erode_size(erode_size)
+    size = non_negative_int("erode_size", erode_size)
     mask = mask.convert("L") if mask.mode != "L" else mask
     if size == 0:
         return mask.copy()
@@ -80,7 +79,7 @@ def relight_in_place(relit: Image.Image, photo: Image.Image, mask: Image.Image, 
     for name, img in (("relit", relit), ("photo", photo), ("mask", mask)):
         if not isinstance(img, Image.Image):
             raise TypeError(f"relight_in_place: {name} must be a PIL image, got {type(img).__name__}")
-    _check_erode_size(erode_size)
+    non_negative_int("erode_size", erode_size)
     relit = relit.convert("RGB") if relit.mode != "RGB" else relit
     photo = photo.convert("RGB") if photo.mode != "RGB" else photo
     mask = mask.convert("L") if mask.mode != "L" else mask
@@ -98,14 +97,3 @@ def relight_in_place(relit: Image.Image, photo: Image.Image, mask: Image.Image, 
     logger.debug("relit in place at %dx%d, erode_size %d", width, height, erode_size)
     return Image.fromarray(out.astype(np.uint8), "RGB")
 
-
-def _check_erode_size(erode_size: int) -> int:
-    try:
-        if isinstance(erode_size, bool):
-            raise TypeError
-        size = operator.index(erode_size)
-    except TypeError:
-        raise ICLightError.expected("erode_size", "an int >= 0", erode_size) from None
-    if size < 0:
-        raise ICLightError.expected("erode_size", "an int >= 0", erode_size)
-    return size

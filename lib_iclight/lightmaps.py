@@ -186,12 +186,7 @@ def make_lightmap(direction: str | float, width: int, height: int) -> Image.Imag
     ``"ambient"`` is uniform :data:`AMBIENT_GREY` (127), the subject's grey, so it neither
     brightens nor darkens (the fc demo has none; see :data:`AMBIENT_GREY`).
     """
-    _check_size("make_lightmap", width, height)
-    angle = parse_direction(direction)
-    logger.debug("light map %r -> angle %s at %dx%d", direction, angle, width, height)
-    if angle is None:
-        return Image.new("RGB", (width, height), (AMBIENT_GREY,) * 3)
-    return _to_rgb(_ramp(angle, width, height, *LIGHTMAP_LEVELS))
+    return _draw("make_lightmap", "light_map", direction, width, height, LIGHTMAP_LEVELS, AMBIENT_GREY)
 
 
 def make_background(direction: str | float, width: int, height: int) -> Image.Image:
@@ -204,12 +199,7 @@ def make_background(direction: str | float, width: int, height: int) -> Image.Im
     224 -> 32 the same way; ``"ambient"`` is uniform :data:`AMBIENT_BACKGROUND` (64), the
     demo's ``GREY``. Raises ICLightError("bg_source", ...) for an unknown direction.
     """
-    _check_size("make_background", width, height)
-    angle = parse_direction(direction, field="bg_source")
-    logger.debug("fbc background %r -> angle %s at %dx%d", direction, angle, width, height)
-    if angle is None:
-        return Image.new("RGB", (width, height), (AMBIENT_BACKGROUND,) * 3)
-    return _to_rgb(_ramp(angle, width, height, *BACKGROUND_LEVELS))
+    return _draw("make_background", "bg_source", direction, width, height, BACKGROUND_LEVELS, AMBIENT_BACKGROUND)
 
 
 def _ramp(angle: float, width: int, height: int, bright: int, dark: int) -> np.ndarray:
@@ -250,13 +240,17 @@ def _ramp(angle: float, width: int, height: int, bright: int, dark: int) -> np.n
     return levels.astype(np.uint8)
 
 
-def _to_rgb(ramp: np.ndarray) -> Image.Image:
-    return Image.fromarray(ramp, "L").convert("RGB")
-
-
-def _check_size(what: str, width: int, height: int) -> None:
+def _draw(what: str, field: str, direction: str | float, width: int, height: int,
+          levels: tuple[int, int], ambient: int) -> Image.Image:
+    """``"RGB"`` ``width`` x ``height``: the ``levels`` (bright, dark) ramp lit from
+    ``direction``, or uniform ``ambient`` for ``"ambient"``; errors name ``field``."""
     if width <= 0 or height <= 0:
         raise ValueError(f"{what}: width and height must be positive, got {width}x{height}")
+    angle = parse_direction(direction, field=field)
+    logger.debug("%s %r -> angle %s at %dx%d", what, direction, angle, width, height)
+    if angle is None:
+        return Image.new("RGB", (width, height), (ambient,) * 3)
+    return Image.fromarray(_ramp(angle, width, height, *levels), "L").convert("RGB")
 
 
 def _light_names_text() -> str:

@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 
 from .. import axes, images
-from ..args import ICLightArgs, parse_args, subject_options
+from ..args import SPECS_BY_NAME, ICLightArgs, coerce, parse_args, raw_values, subject_options
 from ..backends.base import Backend
 from ..backends.delivery import DeliveryProbe, require_delivery
 from ..backends.status import image_bytes, tensor_bytes
@@ -256,10 +256,12 @@ class ICLightController:
         if not values or args_from is None or args_to is None:
             return
         try:
-            args = parse_args(list(values[args_from:args_to]))
+            # Only the two switches are read: the images are decoded once, by ``process``.
+            raw = raw_values(list(values[args_from:args_to]))
+            wanted = all(coerce(SPECS_BY_NAME[name], raw[name]) for name in ("enable", "normal_map"))
         except ICLightError:
             return  # process() refuses it by name
-        if args.enable and args.normal_map:
+        if wanted:
             p.batch_size = len(NORMAL_LIGHTS)
 
     # -- process ---------------------------------------------------------------------

@@ -74,12 +74,12 @@ SIZE_FIELD_IDS = {False: ("txt2img_width", "txt2img_height"), True: ("img2img_wi
 """The elem_ids of the WebUI's own width and height sliders, per tab (``modules/ui.py``)."""
 SUBJECT_FIELD_ID = "img2img_image"
 """The img2img input image; Forge 2's is a canvas, not an image widget, and gets no button."""
+_REMEMBERED_IDS = frozenset({*SIZE_FIELD_IDS[False], *SIZE_FIELD_IDS[True], SUBJECT_FIELD_ID})
 
 
 def remember_field(fields: dict[str, Any], component: Any, elem_id: str | None) -> None:
     """The script's ``after_component``: keep the widgets Sync resolution reads and sets."""
-    wanted = {*SIZE_FIELD_IDS[False], *SIZE_FIELD_IDS[True], SUBJECT_FIELD_ID}
-    if elem_id in wanted and (elem_id != SUBJECT_FIELD_ID or hasattr(component, "upload")):
+    if elem_id in _REMEMBERED_IDS and (elem_id != SUBJECT_FIELD_ID or hasattr(component, "upload")):
         fields[elem_id] = component
 
 

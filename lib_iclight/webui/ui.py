@@ -22,6 +22,7 @@ from PIL import Image
 
 from ..args import ARG_NAMES, ARG_SPECS, LIGHT_MAP_INFOTEXT, SPECS_BY_NAME, ArgSpec
 from ..errors import ICLightError
+from ..images import decode_image
 from ..lightmaps import BG_SOURCES, LIGHT_PRESETS, make_lightmap, parse_direction
 from ..resolution import synced_resolution
 
@@ -367,10 +368,13 @@ class _Builder:
         """Sync resolution: the subject's aspect at about the current area, multiples of 8."""
 
         def sync(image: Any, current_width: float, current_height: float) -> tuple[int, int]:
-            size = _image_size(image)
-            if size is None:
+            try:
+                subject = decode_image(image, "subject")  # what an image widget sends, dicts included
+            except ICLightError as exc:
+                raise gr.Error(f"Sync resolution: {exc}") from exc
+            if subject is None:
                 raise gr.Error("Sync resolution: upload the subject image first")
-            return synced_resolution(size, (int(current_width), int(current_height)))
+            return synced_resolution(subject.size, (int(current_width), int(current_height)))
 
         self.controls["sync_resolution"].click(fn=sync, inputs=[subject, width, height], outputs=[width, height])
         self.handlers["sync_resolution"] = sync
@@ -445,16 +449,3 @@ class _Builder:
         )
         self.handlers["preview"] = preview
 
-
-def _image_size(image: Any) -> tuple[int, int] | None:
-    """(width, height) of what an image widget sends: a PIL image, or a dict holding one
-    (A1111's img2img sketch and Forge 2's canvas send ``{"image": ...}`` or ``{"background": ...}``)."""
-    if isinstance(image, dict):
-        image = next((image[key] for key in ("image", "background", "composite") if image.get(key) is not None), None)
-    size = getattr(image, "size", None)
-    if isinstance(size, tuple) and len(size) == 2:
-        return int(size[0]), int(size[1])
-    shape = getattr(image, "shape", None)  # a numpy image
-    if shape is not None and len(shape) >= 2:
-        return int(shape[1]), int(shape[0])
-    return None

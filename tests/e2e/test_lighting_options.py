@@ -21,7 +21,7 @@ from lib_iclight.lightmaps import make_lightmap
 
 from .conftest import SEED, SIZE, WebUI, encode
 from .test_webui_api import images_of
-from .test_xyz_grid import _SET_BY_LABEL, XYZ, plot_script
+from .test_xyz_grid import XYZ, plot_script, xyz_args
 
 NEW_DEFAULTS = {"bg_source": "upload", "normal_map": False, "relight_in_place": False}
 LIGHT_MAP_NAMES = ["left", "right", "top", "bottom", "ambient", "angle:<degrees>"]
@@ -75,20 +75,22 @@ def neighbourhood(mask: np.ndarray, radius: int, reduce: Any) -> np.ndarray:
     return reduce(windows, axis=(-2, -1))
 
 
+def _fc(webui: WebUI) -> str:
+    return webui.model_of_kind("fc") or pytest.skip("no fc model on the server")
+
+
+def _fbc(webui: WebUI) -> str:
+    return webui.model_of_kind("fbc") or pytest.skip("no fbc model on the server")
+
+
 @pytest.fixture(scope="module")
 def fbc(webui: WebUI) -> str:
-    model = webui.model_of_kind("fbc")
-    if model is None:
-        pytest.skip("no fbc model on the server")
-    return model
+    return _fbc(webui)
 
 
 @pytest.fixture(scope="module")
 def fc(webui: WebUI) -> str:
-    model = webui.model_of_kind("fc")
-    if model is None:
-        pytest.skip("no fc model on the server")
-    return model
+    return _fc(webui)
 
 
 def photo_args(model: str, **values: Any) -> dict[str, Any]:
@@ -204,14 +206,6 @@ def test_a_light_map_by_name_is_its_angle_and_the_drawn_map(webui: WebUI, fc: st
 
 
 # ------------------------------------------------------------------ refusals
-
-
-def _fc(webui: WebUI) -> str:
-    return webui.model_of_kind("fc") or pytest.skip("no fc model on the server")
-
-
-def _fbc(webui: WebUI) -> str:
-    return webui.model_of_kind("fbc") or pytest.skip("no fbc model on the server")
 
 
 # case: (endpoint, make args, what the answer must say)
@@ -332,28 +326,6 @@ def test_relight_in_place_img2img(webui: WebUI, fc: str) -> None:
 # ------------------------------------------------------------------ X/Y/Z plot
 
 
-def txt2img_plot_args(webui: WebUI, x_type: int, x_values: str) -> list[Any]:
-    """The txt2img plot's positional args by label (as test_xyz_grid.xyz_args does for img2img)."""
-    args: list[Any] = []
-    seen: dict[str, int] = {}
-    for arg in plot_script(webui, is_img2img=False)["args"]:
-        label = arg["label"]
-        count = seen[label] = seen.get(label, 0) + 1
-        value = arg.get("value")
-        if label == "X type":
-            value = x_type
-        elif label in ("Y type", "Z type"):
-            value = 0
-        elif label == "X values":
-            value = x_values if count == 1 else []
-        elif label in ("Y values", "Z values"):
-            value = "" if count == 1 else []
-        elif label in _SET_BY_LABEL:
-            value = _SET_BY_LABEL[label]
-        args.append(value)
-    return args
-
-
 def test_the_bg_source_axis(webui: WebUI, fbc: str, assert_model_untouched) -> None:
     """A txt2img grid over two background sources: two different cells, each the same as its
     request made alone. The panel has no upload: each cell's source needs none."""
@@ -365,7 +337,7 @@ def test_the_bg_source_axis(webui: WebUI, fbc: str, assert_model_untouched) -> N
     assert label in choices, f"{label!r} is not among the txt2img plot's axes"
     args = photo_args(fbc, uploaded_bg=None, remove_bg=False)
     payload = txt2img_payload(webui, args)
-    payload.update(script_name=XYZ, script_args=txt2img_plot_args(webui, choices.index(label), ", ".join(sources)))
+    payload.update(script_name=XYZ, script_args=xyz_args(webui, choices.index(label), ", ".join(sources), is_img2img=False))
     response = webui.post("txt2img", payload)
     images = images_of(response)
     assert len(images) == 1 + len(sources), f"expected the grid and {len(sources)} cells, got {len(images)}"

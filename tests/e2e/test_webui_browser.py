@@ -270,19 +270,19 @@ def _set_number(page: Any, selector: str, value: int) -> None:
     box.press("Enter")
 
 
-def _generate(page: Any, expect_in_info: str) -> str:
-    """Fill the WebUI's own txt2img settings (tiny and fast), press Generate, wait for the
+def _generate(page: Any, expect_in_info: str, tab: str = "txt2img") -> str:
+    """Fill the WebUI's own settings of ``tab`` (tiny and fast), press Generate, wait for the
     infotext under the image; its text."""
-    page.locator("#txt2img_prompt textarea").fill("a photo of a person, soft light from the left")
+    page.locator(f"#{tab}_prompt textarea").fill("a photo of a person, soft light from the left")
     for name, value in (("steps", 4), ("width", SIZE), ("height", SIZE)):
-        _set_number(page, f"#txt2img_{name}", value)
-    page.locator("#txt2img_seed input").first.fill(str(SEED))
-    page.locator("#txt2img_generate").click()
+        _set_number(page, f"#{tab}_{name}", value)
+    page.locator(f"#{tab}_seed input").first.fill(str(SEED))
+    page.locator(f"#{tab}_generate").click()
     page.wait_for_function(
-        "(needle) => (document.querySelector('#html_info_txt2img') || {}).innerText?.includes(needle)",
-        arg=expect_in_info, timeout=GENERATION_MS,
+        "([id, needle]) => (document.querySelector(id) || {}).innerText?.includes(needle)",
+        arg=[f"#html_info_{tab}", expect_in_info], timeout=GENERATION_MS,
     )
-    return page.locator("#html_info_txt2img").first.inner_text()  # Gradio 3 repeats the id on the wrapper
+    return page.locator(f"#html_info_{tab}").first.inner_text()  # Gradio 3 repeats the id on the wrapper
 
 
 def _messages(watch: ConsoleWatch) -> set[str]:
@@ -437,15 +437,7 @@ def test_live_img2img_batch_tab_matches_the_api(
     light_map = panel.read_image(panel.wait_for_new_image("input_fg", src))
     assert max_difference(light_map, make_lightmap("left", *light_map.size)) == 0
 
-    page.locator("#img2img_prompt textarea").fill("a photo of a person, soft light from the left")
-    for name, value in (("steps", 4), ("width", SIZE), ("height", SIZE)):
-        _set_number(page, f"#img2img_{name}", value)
-    page.locator("#img2img_seed input").first.fill(str(SEED))
-    page.locator("#img2img_generate").click()
-    page.wait_for_function(
-        "(needle) => (document.querySelector('#html_info_img2img') || {}).innerText?.includes(needle)",
-        arg="IC Light model", timeout=GENERATION_MS,
-    )
+    _generate(page, "IC Light model", tab="img2img")
     page.screenshot(path=str(shots / "live-img2img-batch.png"), full_page=False)
     saved = sorted(p.name for p in target.iterdir())
     print(f"\nthe Batch tab saved: {saved}")

@@ -49,14 +49,15 @@ _SET_BY_LABEL = {
 }
 
 
-def xyz_args(webui: WebUI, x_type: int, x_values: str, y_type: int, y_values: str) -> list[Any]:
+def xyz_args(webui: WebUI, x_type: int, x_values: str, y_type: int = 0, y_values: str = "",
+             is_img2img: bool = True) -> list[Any]:
     """The plot's positional args, built by label from /sdapi/v1/script-info: A1111 has 18,
     reForge more (draw individual labels, skip grid, items per grid), in its own order.
     Anything not set here keeps the WebUI's default."""
     axes = {"X": (x_type, x_values), "Y": (y_type, y_values), "Z": (0, "")}
     args: list[Any] = []
     seen: dict[str, int] = {}
-    for arg in plot_script(webui, is_img2img=True)["args"]:
+    for arg in plot_script(webui, is_img2img=is_img2img)["args"]:
         label = arg["label"]
         count = seen[label] = seen.get(label, 0) + 1
         value = arg.get("value")
