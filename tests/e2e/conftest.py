@@ -161,6 +161,12 @@ class WebUI:
         return 1 if remove_bg and self.option("iclight_append_removed_bg", True) else 0
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``server_state`` change the live server for the rest of its life (so the
+    session's plain baseline no longer holds): they run after every other test."""
+    items.sort(key=lambda item: item.get_closest_marker("server_state") is not None)
+
+
 @pytest.fixture(scope="session")
 def webui() -> WebUI:
     if not WEBUI_URL:

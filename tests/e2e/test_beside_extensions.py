@@ -201,6 +201,30 @@ def test_tiled_vae_encodes_ic_lights_conditioning_too(webui: WebUI, assert_model
     assert_model_untouched()
 
 
+def test_hypertile_setting_beside_ic_light(webui: WebUI, assert_model_untouched) -> None:
+    """AUTOMATIC1111's HyperTile is a setting, not a script: with it on for the U-Net (tiles of
+    64 px, so a 128x128 image is split), IC-Light is applied and HyperTile's effect is kept."""
+    if webui.get("/ic-light/v1/status").json().get("backend") != "a1111":
+        pytest.skip("HyperTile as a setting is AUTOMATIC1111's (reForge has a built-in script)")
+    hypertile = {"override_settings": {"hypertile_enable_unet": True, "hypertile_max_tile_unet": 64,
+                                       "hypertile_max_depth_unet": 3, "hypertile_swap_size_unet": 3},
+                 "override_settings_restore_afterwards": True}
+    size = {"width": 128, "height": 128}
+    plain = first_image(webui.post("txt2img", webui.plain_payload(**size)))
+    alone = first_image(webui.post("txt2img", webui.plain_payload(**size, **hypertile)))
+    ic = webui.ic_payload(webui.ic_args(), **size)
+    ic_alone = first_image(webui.post("txt2img", ic))
+    both_response = first_ok(webui.post("txt2img", {**ic, **hypertile}))
+    both = decode(both_response.json()["images"][0])
+    assert "Hypertile U-Net" in json.loads(both_response.json()["info"])["infotexts"][0], "HyperTile was not on"
+    assert not same(both, alone), "IC-Light was dropped beside HyperTile"
+    changes_plain = not same(alone, plain)
+    print(f"HyperTile changes a plain image: {changes_plain}")  # for the compatibility table
+    if changes_plain:
+        assert not same(both, ic_alone), "HyperTile was dropped beside IC-Light"
+    assert_model_untouched()
+
+
 # -- the Forge family's built-ins -----------------------------------------------------------
 
 BUILTINS: dict[str, dict[str, Any]] = {
@@ -217,6 +241,10 @@ BUILTINS: dict[str, dict[str, Any]] = {
     "latentmodifier integrated": {},
     "never oom integrated": {},
     "hypertile integrated": {},
+    # Forge Classic's RescaleCFG is one slider (its first arg); reForge's has an enable checkbox
+    "rescalecfg": {"Rescale CFG": 0.7, "RescaleCFG Multiplier": 0.7},
+    "mahiro cfg for reforge": {},
+    "\"apg's now your cfg\"": {},
 }
 REFUSED = {("reforge", "multidiffusion integrated"): "reForge's MultiDiffusion Integrated samples the UNet in tiles"}
 
@@ -353,6 +381,56 @@ def test_adetailer_leaves_ic_light_its_whole_request(webui: WebUI, assert_model_
     print(f"ADetailer beside IC-Light, n_iter {n_iter}: inpainted by ADetailer (differs from IC-Light alone) "
           f"per image: {[not same(a, b) for a, b in zip(generated, ic_alone)]}")
     assert_model_untouched()
+
+
+RANDOM_YOLO = "random_yolov8n.pt"  # tests/e2e/extensions/make_random_yolo.py; detects a box in any image
+
+
+@pytest.mark.server_state
+def test_adetailer_inpaints_beside_ic_light_without_it(webui: WebUI) -> None:
+    """With a detector that always finds something, ADetailer's inpainting passes run live
+    after IC-Light's images: they must not crash, must not carry IC-Light (a pass on a crop
+    with IC-Light's full-size conditioning would be a shape error or a 422), and must keep
+    their own effect, while IC-Light's images stay relit with their cut-out.
+
+    On a CPU server a YOLO pass changes the server for good: ultralytics' ``select_device``
+    calls ``torch.set_num_threads(os.cpu_count() - 1)``, and every later image differs from
+    one made before by rounding (one level here, 2 cores; none when the server starts with
+    ``OMP_NUM_THREADS=1``, measured). So this test runs after every other e2e test
+    (``server_state``), and checks the model against a plain image made after the
+    detector's first pass instead of the session's baseline."""
+    if script_info(webui, "ADetailer") is None:
+        pytest.skip("no ADetailer on this server")
+    models = webui.get("/adetailer/v1/ad_model")
+    if models.status_code != 200 or RANDOM_YOLO not in models.json().get("ad_model", []):
+        pytest.skip(f"no {RANDOM_YOLO} in ADetailer's models (tests/e2e/extensions/make_random_yolo.py)")
+    unit = {"ad_model": RANDOM_YOLO, "ad_confidence": 0.3, "ad_mask_k": 1, "ad_denoising_strength": 0.6}
+    detailer = {"ADetailer": {"args": [True, False, unit]}}
+    size = {"batch_size": 2}
+
+    def images_of(payload: dict[str, Any]) -> list[Image.Image]:
+        return [decode(data) for data in first_ok(webui.post("txt2img", payload)).json()["images"]]
+
+    plain = images_of(webui.plain_payload(**size))
+    alone = images_of(webui.plain_payload(alwayson_scripts=detailer, **size))
+    assert any(not same(a, b) for a, b in zip(alone, plain)), "ADetailer alone changed nothing: did it detect?"
+    plain_after_detector = images_of(webui.plain_payload())[0]
+    ic = webui.ic_payload(webui.ic_args(), **size)
+    ic_alone = images_of(ic)
+    response = first_ok(webui.post("txt2img", {**ic, "alwayson_scripts": {**ic["alwayson_scripts"], **detailer}}))
+    images = [decode(data) for data in response.json()["images"]]
+    generated = [image for image in images if image.mode == "RGB"]
+    cutouts = [image for image in images if image.mode == "RGBA"]
+    assert len(generated) == 2 and len(cutouts) == webui.expected_extras(), [image.mode for image in images]
+    infotexts = json.loads(response.json()["info"])["infotexts"]
+    for index, (image, text) in enumerate(zip(generated, infotexts)):
+        assert not same(image, plain[index]), f"image {index + 1} was not relit beside ADetailer"
+        assert not same(image, ic_alone[index]), f"ADetailer did not inpaint image {index + 1} beside IC-Light"
+        assert image.size == ic_alone[index].size
+        assert has_entry(text, "IC Light", "True") and has_entry(text, "ADetailer model", RANDOM_YOLO), text
+    box = ImageChops.difference(generated[0], ic_alone[0].convert("RGB")).getbbox()
+    print(f"ADetailer's inpainted box beside IC-Light: {box} of {generated[0].size}")
+    assert same(images_of(webui.plain_payload())[0], plain_after_detector), "the model was not restored"
 
 
 def test_adetailer_alone_works_with_ic_light_installed(webui: WebUI, assert_model_untouched) -> None:

@@ -1,26 +1,31 @@
 #!/usr/bin/env bash
-# A master + worker pair for sd-webui-distributed (stable-diffusion-webui-distributed) on the
-# AUTOMATIC1111 1.10.1 harness, for test_distributed_worker_share_is_relit_and_keeps_extras.
+# A master + worker pair for sd-webui-distributed (stable-diffusion-webui-distributed) on one
+# harness WebUI, for test_distributed_worker_share_is_relit_and_keeps_extras.
 #
-#   HARNESS=/work/harness tests/e2e/extensions/distributed_pair.sh start|stop
+#   HARNESS=/work/harness [WEBUI=a1111|forge|forge-classic|reforge] tests/e2e/extensions/distributed_pair.sh start|stop
 #
 # start: writes the master's distributed-config.json (in its extension folder, the default
 #        --distributed-config) naming one worker at 127.0.0.1:$WORKER_PORT, then starts the worker:
-#        a second A1111 from the same checkout and venv on $WORKER_PORT with its own --data-dir
+#        a second server from the same checkout and venv on $WORKER_PORT with its own --data-dir
 #        ($WORKER_DATA; its extensions/ holds only a symlink to the master's IC Light), and waits
-#        for its API. Then (re)start the master ($HARNESS/a1111/start.sh): sd-webui-distributed
+#        for its API. Then (re)start the master ($HARNESS/$WEBUI/start.sh): sd-webui-distributed
 #        reads the config only at start, and a master started without it writes a fresh one
 #        (master only) over this file when it stops.
 # stop:  stops the worker (by its pid file only).
-# Env: HARNESS (required), WORKER_PORT (7865), WORKER_DATA ($HARNESS/a1111-worker-data),
-#      START_TIMEOUT (s, 900). Log: $HARNESS/a1111-worker.log, pid: $HARNESS/a1111-worker.pid.
+# Env: HARNESS (required), WEBUI (a1111), WORKER_PORT (7865), WORKER_DATA ($HARNESS/$WEBUI-worker-data),
+#      START_TIMEOUT (s, 900). Log: $HARNESS/$WEBUI-worker.log, pid: $HARNESS/$WEBUI-worker.pid.
 # Two CPU servers need ~12 GiB: move ControlNet out of the master's extensions/ first on 24 GiB.
 set -euo pipefail
 : "${HARNESS:?set HARNESS to the harness folder}"
+WEBUI_NAME=${WEBUI:-a1111}
+case $WEBUI_NAME in  # the prefix of the variables the harness's env.sh sets (A1111_PY, FORGE_ARGS, ...)
+  a1111) PFX=A1111 ;; forge) PFX=FORGE ;; forge-classic) PFX=FORGE_CLASSIC ;; reforge) PFX=REFORGE ;;
+  *) echo "distributed_pair.sh: unknown WEBUI '$WEBUI_NAME'" >&2; exit 2 ;;
+esac
 WORKER_PORT=${WORKER_PORT:-7865}
-WORKER_DATA=${WORKER_DATA:-$HARNESS/a1111-worker-data}
-PIDFILE=$HARNESS/a1111-worker.pid LOG=$HARNESS/a1111-worker.log
-WEBUI=$HARNESS/a1111/webui
+WORKER_DATA=${WORKER_DATA:-$HARNESS/$WEBUI_NAME-worker-data}
+PIDFILE=$HARNESS/$WEBUI_NAME-worker.pid LOG=$HARNESS/$WEBUI_NAME-worker.log
+WEBUI=$HARNESS/$WEBUI_NAME/webui
 DIST=$WEBUI/extensions/stable-diffusion-webui-distributed
 
 start() {
@@ -51,10 +56,11 @@ EOF
   # env.sh's environment and args (offline caches, --api --use-cpu all ...) on the worker's port;
   # not start.sh: that holds $HARNESS/server.lock (one server at a time), which the master needs.
   (
-    export A1111_PORT=$WORKER_PORT
-    . "$HARNESS/a1111/env.sh"
+    export "${PFX}_PORT=$WORKER_PORT"
+    . "$HARNESS/$WEBUI_NAME/env.sh"
+    py_var="${PFX}_PY" args_var="${PFX}_ARGS[@]"
     cd "$WEBUI"
-    setsid "$A1111_PY" launch.py "${A1111_ARGS[@]}" --data-dir "$WORKER_DATA" >"$LOG" 2>&1 </dev/null &
+    setsid "${!py_var}" launch.py "${!args_var}" --data-dir "$WORKER_DATA" >"$LOG" 2>&1 </dev/null &
     echo $! >"$PIDFILE"
   )
   local pid t0; pid=$(cat "$PIDFILE"); t0=$(date +%s)
