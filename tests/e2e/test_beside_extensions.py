@@ -202,14 +202,16 @@ def test_tiled_vae_encodes_ic_lights_conditioning_too(webui: WebUI, assert_model
 
 
 def test_hypertile_setting_beside_ic_light(webui: WebUI, assert_model_untouched) -> None:
-    """AUTOMATIC1111's HyperTile is a setting, not a script: with it on for the U-Net (tiles of
-    64 px, so a 128x128 image is split), IC-Light is applied and HyperTile's effect is kept."""
+    """AUTOMATIC1111's HyperTile is a setting, not a script: with it on for the U-Net, IC-Light
+    is applied and HyperTile's effect is kept. Its tiles are at least 128 px
+    (``max(128, tile_size)`` in ``extensions-builtin/hypertile/hypertile.py``), so a 256x256
+    image is the smallest it splits (at 128x128 it changed nothing, measured)."""
     if webui.get("/ic-light/v1/status").json().get("backend") != "a1111":
         pytest.skip("HyperTile as a setting is AUTOMATIC1111's (reForge has a built-in script)")
-    hypertile = {"override_settings": {"hypertile_enable_unet": True, "hypertile_max_tile_unet": 64,
+    hypertile = {"override_settings": {"hypertile_enable_unet": True, "hypertile_max_tile_unet": 128,
                                        "hypertile_max_depth_unet": 3, "hypertile_swap_size_unet": 3},
                  "override_settings_restore_afterwards": True}
-    size = {"width": 128, "height": 128}
+    size = {"width": 256, "height": 256}
     plain = first_image(webui.post("txt2img", webui.plain_payload(**size)))
     alone = first_image(webui.post("txt2img", webui.plain_payload(**size, **hypertile)))
     ic = webui.ic_payload(webui.ic_args(), **size)
@@ -307,6 +309,15 @@ def test_distributed_worker_share_is_relit_and_keeps_extras(webui: WebUI) -> Non
     if not WEBUI_WORKER_URL:
         pytest.skip("WEBUI_WORKER_URL is not set: the test needs the worker WebUI that the master's config names")
     worker = WebUI(WEBUI_WORKER_URL)
+    # sd-webui-distributed's before_process sends the master's opts.data["sd_model_checkpoint"]
+    # to its workers. The Forge family leaves it None until a checkpoint is picked (a server
+    # that never saved its settings): then every request fails in before_process (logged) and
+    # the batch stays on the master. Pick the loaded one, as a user of the UI has.
+    if not webui.options.get("sd_model_checkpoint"):
+        title = webui.get("/sdapi/v1/sd-models").json()[0]["title"]
+        response = webui.session.post(f"{webui.url}/sdapi/v1/options", json={"sd_model_checkpoint": title}, timeout=600)
+        assert response.status_code == 200, response.text[:500]
+        print(f"set sd_model_checkpoint to {title!r} on the master (it was {webui.options.get('sd_model_checkpoint')!r})")
     seed = 1234
     payload = webui.ic_payload(webui.ic_args(), batch_size=2, seed=seed)
     response = webui.post("txt2img", payload)

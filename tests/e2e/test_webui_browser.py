@@ -393,25 +393,29 @@ def _infotext_fields(text: str) -> dict[str, str]:
     return fields
 
 
-def test_live_img2img_batch_tab_matches_the_api(
-    webui: WebUI, webui_page: Any, tmp_path: Path, shots: Path, webui_own_errors: set[str]
-) -> None:
-    """The img2img Batch tab ("From directory") with IC Light on and the "left" light map:
-    the WebUI's ``process_batch`` (A1111's, and the Forge family's copies of it) runs every file of the folder through the same ``p`` (the
-    script's process / postprocess once per file). Each saved image must equal the same
-    request made alone through the API: nothing of one subject may leak into the next."""
+def _batch_subjects() -> dict[str, Any]:
+    from PIL import Image
+
+    subjects = {"subject_a": make_subject(128), "subject_b": make_subject(128).transpose(Image.FLIP_LEFT_RIGHT)}
+    subjects["subject_b"].paste((150, 90, 60), (0, 0, 128, 20))  # a second subject, not a mirror only
+    return subjects
+
+
+def _run_batch_tab(webui: WebUI, page: Any, folder: Path, shots: Path, ic_light: bool) -> dict[str, dict[str, int]]:
+    """Run the img2img Batch tab ("From directory") on two subjects, with IC Light on (the
+    panel's "left" light map) or left alone, then replay each saved file's infotext through
+    ``/sdapi/v1/img2img`` once per subject. Returns, per saved file, the largest pixel
+    difference to each subject's replay."""
     import json
 
     from PIL import Image
 
     from .conftest import decode, encode
 
-    page, watch = webui_page
-    source, target = tmp_path / "in", tmp_path / "out"
+    source, target = folder / "in", folder / "out"
     source.mkdir()
     target.mkdir()
-    subjects = {"subject_a": make_subject(128), "subject_b": make_subject(128).transpose(Image.FLIP_LEFT_RIGHT)}
-    subjects["subject_b"].paste((150, 90, 60), (0, 0, 128, 20))  # a second subject, not a mirror only
+    subjects = _batch_subjects()
     for stem, image in subjects.items():
         image.save(source / f"{stem}.png")
 
@@ -429,17 +433,20 @@ def test_live_img2img_batch_tab_matches_the_api(
     input_dir.fill(str(source))
     page.locator("#img2img_batch_output_dir textarea, #img2img_batch_output_dir input").first.fill(str(target))
 
-    panel = PanelPage(page, "img2img", timeout_ms=GENERATION_MS)
-    panel.open()  # opening the WebUI's InputAccordion ticks it
-    src = panel.image_src("input_fg")
-    panel.pick_radio("light_preset", "left")
-    light_map = panel.read_image(panel.wait_for_new_image("input_fg", src))
-    assert max_difference(light_map, make_lightmap("left", *light_map.size)) == 0
+    light_map = None
+    if ic_light:
+        panel = PanelPage(page, "img2img", timeout_ms=GENERATION_MS)
+        panel.open()  # opening the WebUI's InputAccordion ticks it
+        src = panel.image_src("input_fg")
+        panel.pick_radio("light_preset", "left")
+        light_map = panel.read_image(panel.wait_for_new_image("input_fg", src))
+        assert max_difference(light_map, make_lightmap("left", *light_map.size)) == 0
 
-    _generate(page, "IC Light model", tab="img2img")
-    page.screenshot(path=str(shots / "live-img2img-batch.png"), full_page=False)
+    label = "with" if ic_light else "without"
+    _generate(page, "IC Light model" if ic_light else "Steps", tab="img2img")
+    page.screenshot(path=str(shots / f"live-img2img-batch-{label}-ic-light.png"), full_page=False)
     saved = sorted(p.name for p in target.iterdir())
-    print(f"\nthe Batch tab saved: {saved}")
+    print(f"\nthe Batch tab saved ({label} IC Light): {saved}")
     # One file a subject: the cut-out IC Light appends is shown, not saved. A1111 names each
     # after its subject; Forge 2 does so only with "img2img_batch_use_original_name" (off by
     # default) and walks the folder unsorted, so each file is matched to a subject by content.
@@ -447,13 +454,6 @@ def test_live_img2img_batch_tab_matches_the_api(
 
     def replay(subject: Image.Image, fields: dict[str, str]) -> Image.Image:
         width, height = (int(v) for v in fields["Size"].split("x"))
-        args = webui.ic_args(input_fg=encode(light_map.convert("RGB")))
-        for spec in ARG_SPECS:
-            key = spec.infotext_key
-            if key is None or spec.extended or key not in fields or spec.name == "enable":
-                continue
-            value = fields[key]
-            args[spec.name] = value == "True" if spec.kind == "bool" else int(value) if spec.kind == "int" else value
         payload = {
             "prompt": fields["Prompt"],
             "negative_prompt": fields.get("Negative prompt", ""),
@@ -466,8 +466,16 @@ def test_live_img2img_batch_tab_matches_the_api(
             "denoising_strength": float(fields["Denoising strength"]),
             "resize_mode": 0,
             "init_images": [encode(subject)],
-            "alwayson_scripts": {"IC Light": {"args": list(args.values())}},
         }
+        if light_map is not None:
+            args = webui.ic_args(input_fg=encode(light_map.convert("RGB")))
+            for spec in ARG_SPECS:
+                key = spec.infotext_key
+                if key is None or spec.extended or key not in fields or spec.name == "enable":
+                    continue
+                value = fields[key]
+                args[spec.name] = value == "True" if spec.kind == "bool" else int(value) if spec.kind == "int" else value
+            payload["alwayson_scripts"] = {"IC Light": {"args": list(args.values())}}
         if "Schedule type" in fields:
             payload["scheduler"] = fields["Schedule type"]
         response = webui.post("img2img", payload)
@@ -475,7 +483,6 @@ def test_live_img2img_batch_tab_matches_the_api(
         print(f"via the API: {json.loads(response.json()['info'])['infotexts'][0]!r}")
         return decode(response.json()["images"][0])
 
-    outputs: dict[str, Image.Image] = {}
     found: dict[str, dict[str, int]] = {}
     for name in saved:
         output = Image.open(target / name)
@@ -483,21 +490,52 @@ def test_live_img2img_batch_tab_matches_the_api(
         info = output.info.get("parameters", "")
         print(f"{name} {output.size} {output.mode}: {info!r}")
         fields = _infotext_fields(info)
-        assert fields.get("IC Light") == "True", info
+        assert (fields.get("IC Light") == "True") == ic_light, info
         differences = {}
         for stem, subject in subjects.items():
             alone = replay(subject, fields)
-            alone.save(shots / f"live-img2img-batch-{stem}-api.png")
+            alone.save(shots / f"live-img2img-batch-{label}-ic-light-{stem}-api.png")
             differences[stem] = max_difference(output, alone)
-        stem = min(differences, key=differences.get)
         print(f"{name}: largest difference batch vs API per subject = {differences}")
         found[name] = differences
-        assert stem not in outputs, f"two files for {stem}: {saved}"
-        outputs[stem] = output
+        stem = min(differences, key=differences.get)
         if re.search(r"subject_[ab]", name):
             assert stem in name, f"{name} is named after another subject than its own ({stem})"
+    matched = [min(differences, key=differences.get) for differences in found.values()]
+    assert sorted(matched) == sorted(subjects), f"each subject must have its own file: {found}"
+    return found
+
+
+@pytest.fixture(scope="module")
+def batch_tab_own_difference(chromium: Any, webui: WebUI, tmp_path_factory: Any) -> int:
+    """The WebUI's own difference between its Batch tab and its API, IC Light left alone:
+    the largest pixel difference of each saved file to its subject's replay (0 on
+    AUTOMATIC1111, Forge 2 and reForge; measured, not assumed)."""
+    shots = tmp_path_factory.mktemp("batch-own-shots")
+    with open_webui(chromium, webui.url) as (page, _watch):
+        found = _run_batch_tab(webui, page, tmp_path_factory.mktemp("batch-own"), shots, ic_light=False)
+    own = max(min(differences.values()) for differences in found.values())
+    print(f"\nthe WebUI's own Batch tab vs API difference, without IC Light: {own}")
+    return own
+
+
+def test_live_img2img_batch_tab_matches_the_api(
+    webui: WebUI, webui_page: Any, tmp_path: Path, shots: Path, webui_own_errors: set[str],
+    batch_tab_own_difference: int,
+) -> None:
+    """The img2img Batch tab ("From directory") with IC Light on and the "left" light map:
+    the WebUI's ``process_batch`` (A1111's, and the Forge family's copies of it) runs every
+    file of the folder through the same ``p`` (the script's process / postprocess once per
+    file). Each saved image must equal the same request made alone through the API, as
+    closely as the WebUI's own Batch tab equals its API without IC Light (0 where measured
+    so far but on Forge Classic): nothing of one subject may leak into the next."""
+    page, watch = webui_page
+    found = _run_batch_tab(webui, page, tmp_path, shots, ic_light=True)
     for name, differences in found.items():
-        assert min(differences.values()) == 0, f"{name}: the Batch tab's image differs from each request alone: {found}"
-    # The two subjects make two different images: each comparison above had something to tell apart.
-    assert max_difference(*outputs.values()) > 0
+        own = min(differences.values())
+        assert own <= batch_tab_own_difference, (
+            f"{name}: differs from its request alone by {own}, more than the WebUI's own "
+            f"Batch tab without IC Light ({batch_tab_own_difference}): {found}")
+        # the other subject's request gives another image: the comparison could tell them apart
+        assert max(differences.values()) > batch_tab_own_difference, found
     assert _messages(watch) <= webui_own_errors, watch.errors
