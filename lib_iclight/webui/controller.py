@@ -526,8 +526,8 @@ class ICLightController:
                           for start in range(0, len(generated) - lights + 1, lights))
         if args.relight_in_place and subject.photo is not None and subject.mask is not None:
             extras.extend(relight_in_place(image, subject.photo, subject.mask, args.erode_size) for image in generated)
-        if request.args.remove_bg and settings.append_removed_bg and request.conditioning.subject.removed_bg is not None:
-            extras.append(request.conditioning.subject.removed_bg)
+        if args.remove_bg and settings.append_removed_bg and subject.removed_bg is not None:
+            extras.append(subject.removed_bg)
         if not extras:
             return
         infotexts = getattr(processed, "infotexts", None)

@@ -30,6 +30,16 @@ def first_ok(response: Any) -> Any:
     return response
 
 
+def all_images(response: Any) -> list[Image.Image]:
+    """Every image of a 200 answer, in its order (generated images, then extras)."""
+    return [decode(data) for data in first_ok(response).json()["images"]]
+
+
+def with_scripts(payload: dict[str, Any], scripts: dict[str, Any]) -> dict[str, Any]:
+    """``payload`` with more AlwaysOn scripts beside the ones it already enables."""
+    return {**payload, "alwayson_scripts": {**payload["alwayson_scripts"], **scripts}}
+
+
 def same(a: Image.Image, b: Image.Image) -> bool:
     return a.convert("RGB").tobytes() == b.convert("RGB").tobytes()
 
@@ -102,7 +112,7 @@ def test_controlnet_and_ic_light_are_both_applied(webui: WebUI, assert_model_unt
     else:
         ic = ic_img2img_payload(webui)
         plain = {k: v for k, v in ic.items() if k != "alwayson_scripts"}
-    both = first_image(webui.post(mode, {**ic, "alwayson_scripts": {**ic["alwayson_scripts"], **control}}))
+    both = first_image(webui.post(mode, with_scripts(ic, control)))
     control_alone = first_image(webui.post(mode, {**plain, "alwayson_scripts": control}))
     ic_alone = first_image(webui.post(mode, ic))
     assert not same(both, control_alone), "IC-Light was dropped beside ControlNet"
@@ -151,7 +161,7 @@ def test_tiled_diffusion_is_refused_naming_tiles(webui: WebUI, assert_model_unto
     alone = webui.post("txt2img", webui.plain_payload(width=128, height=128, alwayson_scripts=tiled))
     assert alone.status_code == 200, alone.text[:500]
     ic = webui.ic_payload(webui.ic_args(), width=128, height=128)
-    response = webui.post("txt2img", {**ic, "alwayson_scripts": {**ic["alwayson_scripts"], **tiled}})
+    response = webui.post("txt2img", with_scripts(ic, tiled))
     assert response.status_code == 422, response.text[:500]
     assert "samples the image in tiles (Tiled Diffusion, MultiDiffusion)" in response.text, response.text[:2000]
     assert_model_untouched()
@@ -195,7 +205,7 @@ def test_tiled_vae_encodes_ic_lights_conditioning_too(webui: WebUI, assert_model
     alone = first_image(webui.post("txt2img", webui.plain_payload(width=128, height=128, alwayson_scripts=tiled)))
     ic = webui.ic_payload(webui.ic_args(), width=128, height=128)
     ic_alone = first_image(webui.post("txt2img", ic))
-    both = first_image(webui.post("txt2img", {**ic, "alwayson_scripts": {**ic["alwayson_scripts"], **tiled}}))
+    both = first_image(webui.post("txt2img", with_scripts(ic, tiled)))
     assert not same(both, alone), "IC-Light was dropped beside Tiled VAE"
     assert both.size == ic_alone.size == (128, 128)
     assert_model_untouched()
@@ -273,7 +283,7 @@ def test_forge_builtins_beside_ic_light(webui: WebUI, assert_model_untouched, na
     plain = first_image(webui.post("txt2img", webui.plain_payload(**size)))
     alone = first_image(webui.post("txt2img", webui.plain_payload(alwayson_scripts=builtin, **size)))
     ic = webui.ic_payload(webui.ic_args(), **size)
-    response = webui.post("txt2img", {**ic, "alwayson_scripts": {**ic["alwayson_scripts"], **builtin}})
+    response = webui.post("txt2img", with_scripts(ic, builtin))
     refusal = REFUSED.get((backend, name))
     if refusal is not None:
         assert response.status_code == 422, response.text[:500]
@@ -322,7 +332,7 @@ def test_distributed_worker_share_is_relit_and_keeps_extras(webui: WebUI) -> Non
     payload = webui.ic_payload(webui.ic_args(), batch_size=2, seed=seed)
     response = webui.post("txt2img", payload)
     assert response.status_code == 200, f"{response.status_code}: {response.text[:2000]}"
-    images = [decode(data) for data in response.json()["images"]]
+    images = all_images(response)
     # without a reachable worker the master makes the whole batch itself (and the checks below pass)
     infotexts = json.loads(response.json()["info"])["infotexts"]
     assert any("Worker Label: " in text for text in infotexts), "no share of the batch came from a worker: is it online?"
@@ -371,12 +381,12 @@ def test_adetailer_leaves_ic_light_its_whole_request(webui: WebUI, assert_model_
     count = 2 * n_iter
     plain = webui.post("txt2img", webui.plain_payload(**size))
     assert plain.status_code == 200, plain.text[:500]
-    plain_images = [decode(data) for data in plain.json()["images"]]
+    plain_images = all_images(plain)
     assert len(plain_images) == count
     ic = webui.ic_payload(webui.ic_args(), **size)
-    response = webui.post("txt2img", {**ic, "alwayson_scripts": {**ic["alwayson_scripts"], **adetailer()}})
+    response = webui.post("txt2img", with_scripts(ic, adetailer()))
     assert response.status_code == 200, f"{response.status_code}: {response.text[:2000]}"
-    images = [decode(data) for data in response.json()["images"]]
+    images = all_images(response)
     generated = [image for image in images if image.mode == "RGB"]
     cutouts = [image for image in images if image.mode == "RGBA"]
     assert len(generated) == count and len(cutouts) == webui.expected_extras(), [image.mode for image in images]
@@ -388,7 +398,7 @@ def test_adetailer_leaves_ic_light_its_whole_request(webui: WebUI, assert_model_
         assert has_entry(text, "IC Light", "True") and "IC Light model: " in text, f"image {index + 1}: {text}"
         assert has_entry(text, "ADetailer model", ADETAILER_UNIT["ad_model"]), f"image {index + 1}: {text}"
     # ADetailer changes an image only where it detects a face; on noise it may find none
-    ic_alone = [decode(data) for data in first_ok(webui.post("txt2img", ic)).json()["images"]][:count]
+    ic_alone = all_images(webui.post("txt2img", ic))[:count]
     print(f"ADetailer beside IC-Light, n_iter {n_iter}: inpainted by ADetailer (differs from IC-Light alone) "
           f"per image: {[not same(a, b) for a, b in zip(generated, ic_alone)]}")
     assert_model_untouched()
@@ -419,17 +429,14 @@ def test_adetailer_inpaints_beside_ic_light_without_it(webui: WebUI) -> None:
     detailer = {"ADetailer": {"args": [True, False, unit]}}
     size = {"batch_size": 2}
 
-    def images_of(payload: dict[str, Any]) -> list[Image.Image]:
-        return [decode(data) for data in first_ok(webui.post("txt2img", payload)).json()["images"]]
-
-    plain = images_of(webui.plain_payload(**size))
-    alone = images_of(webui.plain_payload(alwayson_scripts=detailer, **size))
+    plain = all_images(webui.post("txt2img", webui.plain_payload(**size)))
+    alone = all_images(webui.post("txt2img", webui.plain_payload(alwayson_scripts=detailer, **size)))
     assert any(not same(a, b) for a, b in zip(alone, plain)), "ADetailer alone changed nothing: did it detect?"
-    plain_after_detector = images_of(webui.plain_payload())[0]
+    plain_after_detector = first_image(webui.post("txt2img", webui.plain_payload()))
     ic = webui.ic_payload(webui.ic_args(), **size)
-    ic_alone = images_of(ic)
-    response = first_ok(webui.post("txt2img", {**ic, "alwayson_scripts": {**ic["alwayson_scripts"], **detailer}}))
-    images = [decode(data) for data in response.json()["images"]]
+    ic_alone = all_images(webui.post("txt2img", ic))
+    response = first_ok(webui.post("txt2img", with_scripts(ic, detailer)))
+    images = all_images(response)
     generated = [image for image in images if image.mode == "RGB"]
     cutouts = [image for image in images if image.mode == "RGBA"]
     assert len(generated) == 2 and len(cutouts) == webui.expected_extras(), [image.mode for image in images]
@@ -441,7 +448,7 @@ def test_adetailer_inpaints_beside_ic_light_without_it(webui: WebUI) -> None:
         assert has_entry(text, "IC Light", "True") and has_entry(text, "ADetailer model", RANDOM_YOLO), text
     box = ImageChops.difference(generated[0], ic_alone[0].convert("RGB")).getbbox()
     print(f"ADetailer's inpainted box beside IC-Light: {box} of {generated[0].size}")
-    assert same(images_of(webui.plain_payload())[0], plain_after_detector), "the model was not restored"
+    assert same(first_image(webui.post("txt2img", webui.plain_payload())), plain_after_detector), "the model was not restored"
 
 
 def test_adetailer_alone_works_with_ic_light_installed(webui: WebUI, assert_model_untouched) -> None:
@@ -451,8 +458,8 @@ def test_adetailer_alone_works_with_ic_light_installed(webui: WebUI, assert_mode
         pytest.skip("no ADetailer on this server")
     size = {"batch_size": 2, "n_iter": 2}
     off = webui.ic_payload(webui.ic_args(enable=False), **size)
-    response = first_ok(webui.post("txt2img", {**off, "alwayson_scripts": {**off["alwayson_scripts"], **adetailer()}}))
-    images = [decode(data) for data in response.json()["images"]]
+    response = first_ok(webui.post("txt2img", with_scripts(off, adetailer())))
+    images = all_images(response)
     assert len(images) == 4 and all(image.mode == "RGB" for image in images), [image.mode for image in images]
     infotexts = json.loads(response.json()["info"])["infotexts"]
     assert len(infotexts) == 4

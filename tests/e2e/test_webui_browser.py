@@ -19,7 +19,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from lib_iclight.args import ARG_SPECS, SPECS_BY_NAME
+from lib_iclight.args import ARG_SPECS, SPECS_BY_NAME, parse_infotext
 from lib_iclight.lightmaps import LIGHT_PRESETS, make_lightmap
 from tests.helpers.panel_page import (
     ConsoleWatch,
@@ -468,13 +468,8 @@ def _run_batch_tab(webui: WebUI, page: Any, folder: Path, shots: Path, ic_light:
             "init_images": [encode(subject)],
         }
         if light_map is not None:
-            args = webui.ic_args(input_fg=encode(light_map.convert("RGB")))
-            for spec in ARG_SPECS:
-                key = spec.infotext_key
-                if key is None or spec.extended or key not in fields or spec.name == "enable":
-                    continue
-                value = fields[key]
-                args[spec.name] = value == "True" if spec.kind == "bool" else int(value) if spec.kind == "int" else value
+            # the 13 by name in contract order, then the options parse_infotext adds after them
+            args = {**webui.ic_args(input_fg=encode(light_map.convert("RGB"))), **parse_infotext(fields)}
             payload["alwayson_scripts"] = {"IC Light": {"args": list(args.values())}}
         if "Schedule type" in fields:
             payload["scheduler"] = fields["Schedule type"]
